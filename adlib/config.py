@@ -1,0 +1,79 @@
+"""Run profiles: every size-dependent number of an experiment derives from one of these.
+
+`ci` is tiny and runs every notebook on a 2-core CPU in minutes; `full` is the real experiment
+(GPU recommended, a CPU gets there slower). Notebooks take `PROFILE` as a papermill parameter and
+call :func:`get_profile`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Sizes of one run profile."""
+
+    name: str
+    image_size: int  # square side in pixels, images and masks are resized to it
+    n_train: int  # normal training images per built-in class (or subclass)
+    n_test_good: int  # normal test images per built-in class (or subclass)
+    n_test_bad: int  # anomalous test images per built-in class (or subclass)
+    max_real_train: int | None  # cap on real train images per class (None: all)
+    max_real_test: int | None  # cap on real test images per class (None: all)
+    coreset_ratio: float  # PatchCore memory-bank fraction kept by the greedy coreset
+    epochs: int  # training epochs of the learned methods (SimpleNet, experts, ...)
+    batch_size: int
+
+
+PROFILES: dict[str, Profile] = {
+    "ci": Profile(
+        name="ci",
+        image_size=128,
+        n_train=32,
+        n_test_good=12,
+        n_test_bad=12,
+        max_real_train=48,
+        max_real_test=48,
+        coreset_ratio=0.1,
+        epochs=4,
+        batch_size=16,
+    ),
+    "full": Profile(
+        name="full",
+        image_size=256,
+        n_train=200,
+        n_test_good=50,
+        n_test_bad=60,
+        max_real_train=None,
+        max_real_test=None,
+        coreset_ratio=0.01,  # PatchCore's 1 % setting: a 10 % bank takes minutes per class on a CPU
+        epochs=40,
+        batch_size=32,
+    ),
+}
+
+
+def get_profile(name: str, **overrides: object) -> Profile:
+    """Return the profile called `name` ("ci" or "full"), with optional field overrides."""
+    if not isinstance(name, str) or name not in PROFILES:
+        raise ValueError(
+            f"PROFILE must be one of {sorted(PROFILES)}, got {name!r} ({type(name).__name__})"
+        )
+    return replace(PROFILES[name], **overrides) if overrides else PROFILES[name]
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """'auto' -> cuda if available, else cpu; anything else is passed to torch.device."""
+    if isinstance(device, torch.device):
+        return device
+    if not isinstance(device, str):
+        raise TypeError(f"DEVICE must be a string such as 'auto', 'cpu' or 'cuda', got {device!r}")
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"DEVICE={device!r} was asked for, but torch sees no CUDA device")
+    return dev

@@ -1,0 +1,354 @@
+"""Adapted-MoE (Lei, Chen et al., 2024): SimpleNet experts, a routing network, Norm and TTA.
+
+The method, section "Method" of the paper, on frozen backbone patch features ``[N, C, h, w]``:
+
+- **Mixture of experts, eq. (3).** One expert per training subclass; an expert is a SimpleNet
+  (adaptor + discriminator, trained on its subclass's normal features with Gaussian-noise fakes,
+  ``adlib.simplenet``). The routing network (``adlib.routing``, eq. 1-2) learns to tell subclasses
+  apart. ``L_total = L_routing + sum_i L_expert^i``. Router and experts share no parameters, so the
+  gradient of ``L_total`` with respect to each of them is the gradient of its own term: we train
+  the router and each expert separately, with exactly these loss terms (only the minibatches and
+  optimisers are separate). Experts see the features of their own subclass (ground-truth
+  subclass labels at training time; the router is only used at test time).
+- **Aggregation, eq. (4).** The test image is routed to the top-k experts by its routing weights
+  ``w_i`` (cosine to the subclass centres, softmax) and the scores are mixed::
+
+      score = sum_{i in topk} w_i * Expert_i(x) / sum_{i in topk} w_i           (4)
+
+  (the printed equation also multiplies by ``x_test^i``; we read ``w_i x_test^i`` as "the routing
+  weight of expert i for x_test").
+- **Norm.** ``x <- x / ||x||``: every patch feature is L2-normalised over channels before an expert
+  sees it (training and test), and the routing embedding is L2-normalised (``RouterConfig.norm``).
+- **Test-time adaptation (TTA), eq. (5)-(6).** Before expert ``k`` scores a test image, the image's
+  features are moved onto the expert's training distribution and L2-normalised::
+
+      x' = (x - mean(x)) * std_k / std(x) + c_k                                  (5)
+      x' = x' / ||x'||                                                           (6)
+
+**Which dimensions (our choice, as in the authors' code).** ``mean(x)``, ``std(x)`` are taken per
+image and per channel over the image's ``h*w`` patch positions (``[N, C, 1, 1]``); ``c_k`` is the
+per-channel mean of expert ``k``'s training patch features and ``std_k`` the per-channel
+within-image standard deviation of its training images (root mean over images of the per-image
+variance), both ``[C]`` and both measured on what the expert was trained on (after Norm when Norm is
+on). So TTA is an AdaIN-like per-channel re-standardisation that leaves a typical training image of
+the subclass nearly unchanged. Eq. (6) is the L2 norm over channels of each patch. Without MoE, TTA
+uses the centre/std of all training features; Norm without MoE just normalises the features.
+With TTA on and Norm off, eq. (6) still L2-normalises, so the experts (trained on raw features) see
+unit-norm inputs only at test time: that is the paper's definition, and Table 3's TTA-without-Norm
+rows measure exactly this mismatch.
+
+**Ablations without retraining.** Only ``moe``, ``norm``, ``routing_loss`` and the sub-configs
+change what is trained (``training_key``); ``tta``, ``top_k`` and the routing temperature are
+test-time switches of ``predict``. Table 3's 8 combinations need 4 trainings ({MoE on/off} x
+{Norm on/off}), the top-k sweep of Figure 6 none (``all_expert_scores`` + ``aggregate_topk``);
+``run_ablation`` does this bookkeeping.
+
+**Our extension.** Where a data set has no subclass labels, ``pseudo_subclasses`` makes them with
+k-means on GAP features; the paper always uses the data set's subclasses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import astuple, dataclass, field, replace
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from adlib.paper_numbers import ADAPTED_MOE_TABLE3_FLAGS
+from adlib.routing import RouterConfig, RoutingNetwork, route, train_router
+from adlib.simplenet import SimpleNet, SimpleNetConfig, train_simplenet
+
+# (moe, tta, norm) of the 8 combinations: the 7 rows of Table 3 in their (inferred) order, see
+# adlib.paper_numbers.ADAPTED_MOE_TABLE3_NOTE, then TTA + Norm without MoE, which the paper omits.
+ABLATION_FLAGS: list[tuple[bool, bool, bool]] = [*ADAPTED_MOE_TABLE3_FLAGS, (False, True, True)]
+
+
+@dataclass
+class AdaptedMoEConfig:
+    """Switches of Table 3 (``moe``, ``tta``, ``norm``), Figure 6 (``top_k``), Table 4 (loss)."""
+
+    moe: bool = True  # one expert per subclass + routing; False: one SimpleNet on all data
+    tta: bool = True  # test-time adaptation, eq. (5)-(6) (test time only)
+    norm: bool = True  # L2-normalise expert features and the routing embedding
+    top_k: int = 4  # experts mixed by eq. (4); Figure 6: top-4 best on cloth (test time only)
+    routing_loss: str = "center"  # "softmax" | "center" (eq. 2) | "ranked_list"
+    temperature: float = 1.0  # routing softmax temperature (paper: 1; test time only)
+    tta_eps: float = 1e-6  # floor on std(x) in eq. (5)
+    expert: SimpleNetConfig = field(default_factory=SimpleNetConfig)
+    router: RouterConfig = field(default_factory=RouterConfig)
+
+
+def training_key(cfg: AdaptedMoEConfig) -> tuple:
+    """What determines the trained model; configs with equal keys share one training."""
+    router = astuple(cfg.router) if cfg.moe else None
+    return (cfg.moe, cfg.norm, cfg.routing_loss if cfg.moe else None, astuple(cfg.expert), router)
+
+
+def ablation_configs(base: AdaptedMoEConfig | None = None) -> list[AdaptedMoEConfig]:
+    """The 8 on/off combinations of (moe, tta, norm), in ``ABLATION_FLAGS`` order."""
+    base = base or AdaptedMoEConfig()
+    return [replace(base, moe=m, tta=t, norm=n) for m, t, n in ABLATION_FLAGS]
+
+
+# ----------------------------------------------------------------------------- equations
+
+
+def normalize(x: Tensor, dim: int = 1, eps: float = 1e-12) -> Tensor:
+    """The paper's Norm: ``x / ||x||`` along ``dim`` (patch features: ``dim=1`` of [N, C, h, w])."""
+    return x / x.norm(dim=dim, keepdim=True).clamp_min(eps)
+
+
+class L2Normalize(nn.Module):
+    """``normalize`` as a module (a picklable ``features_transform`` for SimpleNet)."""
+
+    def __init__(self, dim: int = 1) -> None:
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        return normalize(x, self.dim)
+
+
+def _per_channel(v: Tensor, x: Tensor) -> Tensor:
+    """Reshape ``[C]`` or ``[N, C]`` statistics to broadcast over ``x: [N, C, h, w]``."""
+    v = torch.as_tensor(v, dtype=x.dtype, device=x.device)
+    return v.reshape(-1 if v.ndim == 2 else 1, x.shape[1], 1, 1)  # [1 or N, C, 1, 1]
+
+
+def test_time_adapt(x: Tensor, center: Tensor, std: Tensor, eps: float = 1e-6, l2: bool = True) -> Tensor:
+    """Eq. (5)-(6): ``[N, C, h, w] -> [N, C, h, w]``.
+
+    Per image and channel, over the ``h*w`` positions: ``(x - mean) * std / std(x) + center``
+    (population std, floored at ``eps``); then, if ``l2``, each patch is L2-normalised over
+    channels (eq. 6). ``center`` and ``std`` are ``[C]`` (one expert) or ``[N, C]`` (per image).
+    """
+    mu = x.mean(dim=(2, 3), keepdim=True)  # [N, C, 1, 1]
+    sd = x.std(dim=(2, 3), correction=0, keepdim=True).clamp_min(eps)  # [N, C, 1, 1]
+    y = (x - mu) * _per_channel(std, x) / sd + _per_channel(center, x)  # [N, C, h, w]  eq. (5)
+    return normalize(y, dim=1) if l2 else y  # [N, C, h, w]  eq. (6)
+
+
+test_time_adapt.__test__ = False  # type: ignore[attr-defined]  # its name starts with "test_": not a pytest test
+
+
+def feature_stats(feats: Tensor) -> tuple[Tensor, Tensor]:
+    """Centre and within-image std of training features, both ``[C]`` (see module docstring).
+
+    ``center = mean over (N, h, w)``; ``std = sqrt(mean over N of var over (h, w))``.
+    """
+    center = feats.mean(dim=(0, 2, 3))  # [C]
+    var = feats.var(dim=(2, 3), correction=0)  # [N, C]
+    return center, var.mean(dim=0).sqrt()  # [C], [C]
+
+
+def topk_weights(weights: Tensor, k: int) -> Tensor:
+    """Keep the ``k`` largest routing weights per row and renormalise: ``[N, K] -> [N, K]``."""
+    k = max(1, min(k, weights.shape[1]))
+    idx = weights.topk(k, dim=1).indices  # [N, k]
+    kept = torch.zeros_like(weights).scatter(1, idx, weights.gather(1, idx))  # [N, K]
+    return kept / kept.sum(dim=1, keepdim=True).clamp_min(1e-12)  # [N, K]
+
+
+def aggregate_topk(expert_scores: Tensor, weights: Tensor, k: int) -> Tensor:
+    """Eq. (4): ``sum_{topk} w_i S_i / sum_{topk} w_i``; ``[N, K, h, w]``, ``[N, K]`` -> ``[N, h, w]``."""
+    w = topk_weights(weights, k)  # [N, K]
+    return (w[:, :, None, None] * expert_scores).sum(dim=1)  # [N, h, w]
+
+
+# ----------------------------------------------------------------------------- model
+
+
+class AdaptedMoE(nn.Module):
+    """Trained experts (+ router) and the per-expert training statistics used by TTA."""
+
+    centers: Tensor
+    stds: Tensor
+
+    def __init__(
+        self,
+        cfg: AdaptedMoEConfig,
+        experts: list[SimpleNet],
+        router: RoutingNetwork | None,
+        centers: Tensor,
+        stds: Tensor,
+        subclass_ids: list[int],
+    ) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.experts = nn.ModuleList(experts)
+        self.router = router
+        self.register_buffer("centers", centers)  # [K, C]  c_k of eq. (5)
+        self.register_buffer("stds", stds)  # [K, C]  std_k of eq. (5)
+        self.subclass_ids = subclass_ids  # expert k serves training subclass subclass_ids[k]
+
+    @property
+    def n_experts(self) -> int:
+        return len(self.experts)
+
+
+@dataclass
+class MoEPrediction:
+    """Output of ``predict``: patch scores and the routing that produced them (all on CPU)."""
+
+    patch_scores: Tensor  # [N, h, w]  higher = more anomalous
+    weights: Tensor  # [N, K]  routing weights (all ones [N, 1] without MoE)
+    mixture: Tensor  # [N, K]  the top-k weights actually used by eq. (4)
+    cfg: AdaptedMoEConfig  # the configuration (incl. test-time switches) that produced it
+
+
+def fit_adapted_moe(
+    train_feats: Tensor,
+    train_subclasses: np.ndarray | Tensor | None,
+    cfg: AdaptedMoEConfig | None = None,
+    epochs: int = 160,
+    batch_size: int = 8,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+    router_epochs: int | None = None,
+    progress: bool = False,
+) -> AdaptedMoE:
+    """Train Adapted-MoE (or the single-SimpleNet baseline when ``cfg.moe`` is False).
+
+    ``train_feats: [N, C, h, w]`` normal training features; ``train_subclasses: [N]`` subclass ids
+    (any integers; ``ADSplit.subclasses`` or ``pseudo_subclasses``), ignored without MoE.
+    ``epochs``/``batch_size`` as in ``adlib.config.Profile`` for every expert; the router uses
+    ``router_epochs`` (default ``epochs``). Expert ``k`` is seeded ``seed + 1 + k``, the router
+    ``seed``.
+    """
+    cfg = cfg or AdaptedMoEConfig()
+    feats = torch.as_tensor(train_feats, dtype=torch.float32)  # [N, C, h, w]
+    transform = L2Normalize() if cfg.norm else None
+    if cfg.moe:
+        if train_subclasses is None:
+            raise ValueError("MoE needs subclass labels: pass ADSplit.subclasses or pseudo_subclasses(...)")
+        sub = np.asarray(train_subclasses)
+        subclass_ids = [int(s) for s in np.unique(sub)]
+        labels = np.searchsorted(subclass_ids, sub)  # [N] in 0..K-1
+    else:
+        subclass_ids, labels = [-1], np.zeros(len(feats), dtype=np.int64)
+
+    experts, centers, stds = [], [], []
+    for k in tqdm(range(len(subclass_ids)), desc="experts", disable=not progress, leave=False):
+        fk = feats[torch.as_tensor(labels == k)]  # [N_k, C, h, w]
+        expert = train_simplenet(fk, cfg.expert, epochs, batch_size, device, seed + 1 + k, transform, progress)
+        c, s = feature_stats(normalize(fk) if cfg.norm else fk)  # [C], [C]
+        experts.append(expert)
+        centers.append(c)
+        stds.append(s)
+
+    router = None
+    if cfg.moe:
+        rcfg = replace(cfg.router, loss=cfg.routing_loss, norm=cfg.norm, temperature=cfg.temperature)
+        router = train_router(
+            feats,
+            labels,
+            epochs=epochs if router_epochs is None else router_epochs,
+            batch_size=batch_size,
+            cfg=rcfg,
+            n_classes=len(subclass_ids),
+            device=device,
+            seed=seed,
+            progress=progress,
+        )
+    dev = torch.device(device)
+    return AdaptedMoE(cfg, experts, router, torch.stack(centers).to(dev), torch.stack(stds).to(dev), subclass_ids)
+
+
+def routing_weights(model: AdaptedMoE, feats: Tensor, temperature: float | None = None) -> Tensor:
+    """``[N, K]`` routing weights; all ones ``[N, 1]`` without MoE."""
+    if model.router is None:
+        return torch.ones(len(feats), 1)
+    return route(model.router, feats, model.cfg.temperature if temperature is None else temperature)
+
+
+def expert_input(model: AdaptedMoE, feats: Tensor, k: int, tta: bool) -> Tensor:
+    """What expert ``k`` scores: TTA to expert ``k`` (eq. 5-6), or Norm, or the raw features."""
+    if tta:
+        return test_time_adapt(feats, model.centers[k], model.stds[k], model.cfg.tta_eps)  # [N, C, h, w]
+    return normalize(feats) if model.cfg.norm else feats  # [N, C, h, w]
+
+
+@torch.no_grad()
+def all_expert_scores(model: AdaptedMoE, test_feats: Tensor, tta: bool | None = None) -> Tensor:
+    """Every expert on every image: ``[N, C, h, w] -> [N, K, h, w]`` (for top-k sweeps)."""
+    tta = model.cfg.tta if tta is None else tta
+    device = model.centers.device
+    feats = torch.as_tensor(test_feats, dtype=torch.float32).to(device)  # [N, C, h, w]
+    return torch.stack(
+        [e.score(expert_input(model, feats, k, tta), transform=False) for k, e in enumerate(model.experts)],
+        dim=1,
+    )  # [N, K, h, w]
+
+
+@torch.no_grad()
+def predict(
+    model: AdaptedMoE,
+    test_feats: Tensor,
+    tta: bool | None = None,
+    top_k: int | None = None,
+    temperature: float | None = None,
+) -> MoEPrediction:
+    """Patch anomaly scores ``[N, h, w]`` by eq. (4), with optional test-time overrides.
+
+    ``tta``, ``top_k`` and ``temperature`` default to ``model.cfg``; changing them needs no
+    retraining. Each expert scores only the images for which it is among the top-k.
+    """
+    cfg = replace(
+        model.cfg,
+        tta=model.cfg.tta if tta is None else tta,
+        top_k=model.cfg.top_k if top_k is None else top_k,
+        temperature=model.cfg.temperature if temperature is None else temperature,
+    )
+    feats = torch.as_tensor(test_feats, dtype=torch.float32)  # [N, C, h, w]
+    n, _, h, w = feats.shape
+    weights = routing_weights(model, feats, cfg.temperature)  # [N, K]
+    mixture = topk_weights(weights, cfg.top_k)  # [N, K]
+    scores = torch.zeros(n, h, w)  # [N, h, w]
+    device = model.centers.device
+    for k, expert in enumerate(model.experts):
+        idx = torch.nonzero(mixture[:, k] > 0).squeeze(1)  # [n_k]
+        if len(idx) == 0:
+            continue
+        x = expert_input(model, feats[idx].to(device), k, cfg.tta)  # [n_k, C, h, w]
+        scores[idx] += mixture[idx, k, None, None] * expert.score(x, transform=False)  # [n_k, h, w]
+    return MoEPrediction(scores, weights, mixture, cfg)
+
+
+def run_ablation(
+    train_feats: Tensor,
+    train_subclasses: np.ndarray | Tensor | None,
+    test_feats: Tensor,
+    cfgs: list[AdaptedMoEConfig],
+    epochs: int = 160,
+    batch_size: int = 8,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+    progress: bool = False,
+) -> list[MoEPrediction]:
+    """Predictions for each config, training each distinct ``training_key`` only once."""
+    models: dict[tuple, AdaptedMoE] = {}
+    out = []
+    for cfg in tqdm(cfgs, desc="ablation", disable=not progress, leave=False):
+        key = training_key(cfg)
+        if key not in models:
+            models[key] = fit_adapted_moe(
+                train_feats, train_subclasses, cfg, epochs, batch_size, device, seed, progress=progress
+            )
+        out.append(predict(models[key], test_feats, tta=cfg.tta, top_k=cfg.top_k, temperature=cfg.temperature))
+    return out
+
+
+def pseudo_subclasses(feats: Tensor | np.ndarray, k: int, seed: int = 0) -> np.ndarray:
+    """Our extension: subclass labels ``[N]`` from k-means (k clusters) on GAP features.
+
+    Each image is summarised by its L2-normalised global-average-pooled feature ``[C]``;
+    ``sklearn.cluster.KMeans(n_init=10, random_state=seed)``. Use where a data set has no subclass
+    labels; the paper always uses the given subclasses.
+    """
+    from sklearn.cluster import KMeans
+
+    gap = torch.as_tensor(feats, dtype=torch.float32).mean(dim=(2, 3))  # [N, C]
+    gap = normalize(gap, dim=1).numpy()  # [N, C]
+    return KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(gap).astype(np.int64)  # [N]

@@ -1,0 +1,134 @@
+"""Metrics against scikit-learn and against a brute-force AUPRO written from its definition."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
+
+from adlib.metrics import aupro, compute_metrics, image_scores, ranking_metrics, to_anomaly_map, with_mean
+
+
+def brute_force_aupro(maps: np.ndarray, masks: np.ndarray, fpr_limit: float = 0.3) -> float:
+    """PRO curve at every distinct pixel value, one threshold at a time, region by region."""
+    regions = []  # (image index, boolean region mask)
+    for i, m in enumerate(masks):
+        lab, n = ndimage.label(m, structure=np.ones((3, 3)))
+        regions += [(i, lab == r) for r in range(1, n + 1)]
+    normal = ~masks
+    xs, ys = [0.0], [0.0]
+    for t in np.unique(maps)[::-1]:
+        above = maps >= t
+        xs.append(above[normal].sum() / normal.sum())
+        ys.append(float(np.mean([above[i][region].mean() for i, region in regions])))
+    xs, ys = np.array(xs), np.array(ys)
+    keep = xs <= fpr_limit
+    x, y = list(xs[keep]), list(ys[keep])
+    i = int(keep.sum())
+    if i < len(xs) and x[-1] < fpr_limit:
+        y.append(ys[i - 1] + (ys[i] - ys[i - 1]) * (fpr_limit - xs[i - 1]) / (xs[i] - xs[i - 1]))
+        x.append(fpr_limit)
+    return float(np.trapezoid(y, x) / fpr_limit)
+
+
+def random_maps(rng: np.random.Generator, n: int = 6, size: int = 24, levels: int | None = None):
+    masks = np.zeros((n, size, size), dtype=bool)
+    maps = rng.normal(size=(n, size, size)).astype(np.float32)
+    for i in range(n // 2):
+        for _ in range(rng.integers(1, 3)):
+            y, x = rng.integers(0, size - 6, 2)
+            h, w = rng.integers(2, 7, 2)
+            masks[i, y : y + h, x : x + w] = True
+    maps += 1.5 * masks * rng.uniform(0.2, 1.5)
+    if levels:  # coarse values force many ties
+        maps = np.round(maps * levels / 4).astype(np.float32)
+    return maps, masks
+
+
+@pytest.mark.parametrize("seed,levels,limit", [(0, None, 0.3), (1, 6, 0.3), (2, None, 1.0), (3, 3, 0.05)])
+def test_aupro_matches_brute_force(seed: int, levels: int | None, limit: float) -> None:
+    maps, masks = random_maps(np.random.default_rng(seed), levels=levels)
+    assert aupro(maps, masks, limit) == pytest.approx(brute_force_aupro(maps, masks, limit), abs=1e-9)
+
+
+def test_aupro_known_values() -> None:
+    masks = np.zeros((2, 8, 8), dtype=bool)
+    masks[0, 2:4, 2:4] = True
+    perfect = masks.astype(np.float32)
+    assert aupro(perfect, masks) == pytest.approx(1.0)
+    # A constant map: every threshold takes all pixels at once (FPR 0 -> 1, PRO 0 -> 1).
+    assert aupro(np.zeros_like(perfect), masks, 0.3) == pytest.approx(0.15)
+    assert np.isnan(aupro(perfect, np.zeros_like(masks)))
+
+
+def test_aupro_regions_weigh_equally() -> None:
+    """A small and a large region: detecting only the large one gives PRO 1/2, not its pixel share."""
+    masks = np.zeros((1, 20, 20), dtype=bool)
+    masks[0, 0:10, 0:10] = True  # 100 pixels
+    masks[0, 15, 15] = True  # 1 pixel, its own region (not 8-connected to the first)
+    maps = np.zeros((1, 20, 20), dtype=np.float32)
+    maps[0, 0:10, 0:10] = 1.0
+    # Curve (0, 0) -> (0, 1/2) -> (1, 1); at FPR 0.3 PRO = 0.65; area 0.3 * (0.5 + 0.65) / 2, over 0.3.
+    assert aupro(maps, masks, 0.3) == pytest.approx((0.5 + 0.65) / 2, abs=1e-12)
+    assert aupro(maps, masks, 0.3) == pytest.approx(brute_force_aupro(maps, masks, 0.3), abs=1e-12)
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_ranking_metrics_match_sklearn(ties: bool) -> None:
+    rng = np.random.default_rng(0)
+    y = rng.random(3000) < 0.2
+    s = rng.normal(size=3000) + y
+    if ties:
+        s = np.round(s, 1)
+    got = ranking_metrics(s, y)
+    assert got["AUROC"] == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+    assert got["AP"] == pytest.approx(average_precision_score(y, s), abs=1e-12)
+    p, r, _ = precision_recall_curve(y, s)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f1 = np.nan_to_num(2 * p * r / (p + r))
+    assert got["F1max"] == pytest.approx(f1.max(), abs=1e-12)
+
+
+def test_iou_max_brute_force() -> None:
+    rng = np.random.default_rng(1)
+    y = rng.random(500) < 0.3
+    s = np.round(rng.normal(size=500) + 2 * y, 1)
+    best = max(((s >= t) & y).sum() / ((s >= t) | y).sum() for t in np.unique(s))
+    assert ranking_metrics(s, y)["IoU-max"] == pytest.approx(best, abs=1e-12)
+
+
+def test_compute_metrics_without_masks_is_nan_not_zero() -> None:
+    m = compute_metrics(np.array([0.1, 0.9, 0.2, 0.8]), np.array([0, 1, 0, 1]))
+    assert m["I-AUROC"] == 1.0 and m["I-AP"] == 1.0 and m["I-F1max"] == 1.0
+    assert all(np.isnan(m[k]) for k in ("P-AUROC", "P-AP", "P-F1max", "AUPRO", "IoU-max"))
+
+
+def test_compute_metrics_pixel_level() -> None:
+    maps, masks = random_maps(np.random.default_rng(5))
+    labels = masks.reshape(len(masks), -1).any(1)
+    m = compute_metrics(image_scores(maps), labels, maps, masks)
+    assert m["P-AUROC"] == pytest.approx(roc_auc_score(masks.ravel(), maps.ravel()), abs=1e-9)
+    assert m["AUPRO"] == pytest.approx(brute_force_aupro(maps, masks), abs=1e-9)
+    with pytest.raises(ValueError, match="same shape"):
+        compute_metrics(image_scores(maps), labels, maps, masks[:, :-1])
+
+
+def test_post_processing() -> None:
+    patch = np.zeros((2, 4, 4), dtype=np.float32)
+    patch[1, 1, 1] = 1.0
+    maps = to_anomaly_map(patch, 32, sigma=4)
+    assert maps.shape == (2, 32, 32) and maps.dtype == np.float32
+    assert maps[0].max() == 0 and maps[1].max() > 0
+    assert np.unravel_index(maps[1].argmax(), (32, 32)) in {(y, x) for y in range(8, 16) for x in range(8, 16)}
+    flat = np.arange(200, dtype=np.float32).reshape(2, 10, 10)
+    assert np.allclose(image_scores(flat, "max"), [99, 199])
+    assert np.allclose(image_scores(flat, "top1"), [99, 199])  # 1 % of 100 pixels = 1 pixel
+    with pytest.raises(ValueError, match="mode"):
+        image_scores(flat, "mean")
+
+
+def test_with_mean_skips_undefined() -> None:
+    rows = [{"category": "a", "I-AUROC": 0.8, "AUPRO": float("nan")}, {"category": "b", "I-AUROC": 0.6, "AUPRO": 0.5}]
+    mean = with_mean(rows)[-1]
+    assert mean["category"] == "mean" and mean["I-AUROC"] == pytest.approx(0.7) and mean["AUPRO"] == 0.5

@@ -1,0 +1,111 @@
+"""SimpleNet: the truncated l1 loss by hand, shapes, determinism, and a behavioural check."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from adlib.simplenet import (
+    SimpleNet,
+    SimpleNetConfig,
+    flatten_patches,
+    train_simplenet,
+    truncated_l1_loss,
+)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These tensors are tiny: one thread is faster, and immune to other jobs on the machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_truncated_l1_loss_by_hand() -> None:
+    # relu(0.5 - D(q)): D(q) = [1.0, 0.2, -1.0] -> [0, 0.3, 1.5], mean 0.6
+    # relu(0.5 + D(q-)): D(q-) = [-1.0, 0.0] -> [0, 0.5], mean 0.25
+    d_true = torch.tensor([1.0, 0.2, -1.0])
+    d_fake = torch.tensor([-1.0, 0.0])
+    assert torch.isclose(truncated_l1_loss(d_true, d_fake, 0.5), torch.tensor(0.85))
+    # zero once normal >= th+ and fake <= -th-
+    assert truncated_l1_loss(torch.tensor([0.5, 3.0]), torch.tensor([-0.5, -2.0])) == 0
+    # another margin
+    assert torch.isclose(truncated_l1_loss(torch.tensor([0.0]), torch.tensor([0.0]), 1.0), torch.tensor(2.0))
+
+
+def test_modules_and_defaults() -> None:
+    cfg = SimpleNetConfig()
+    assert (cfg.noise_std, cfg.margin, cfg.hidden) == (0.015, 0.5, 1024)
+    net = SimpleNet(12, cfg)
+    assert isinstance(net.adaptor, torch.nn.Linear) and net.adaptor.weight.shape == (12, 12)
+    body = list(net.discriminator.body)
+    assert isinstance(body[0], torch.nn.Linear) and body[0].out_features == 1024
+    assert isinstance(body[1], torch.nn.BatchNorm1d)
+    assert isinstance(body[2], torch.nn.LeakyReLU) and body[2].negative_slope == 0.2
+    assert net.discriminator.tail.out_features == 1
+
+
+def test_flatten_patches_order() -> None:
+    f = torch.arange(2 * 3 * 2 * 2, dtype=torch.float32).reshape(2, 3, 2, 2)  # [N, C, h, w]
+    p = flatten_patches(f)
+    assert p.shape == (8, 3)
+    assert torch.equal(p[5], f[1, :, 0, 1])  # image 1, row 0, column 1
+
+
+def test_score_is_minus_discriminator_and_uses_hook() -> None:
+    g = torch.Generator().manual_seed(0)
+    feats = torch.randn(3, 6, 4, 5, generator=g)  # [N, C, h, w]
+    net = SimpleNet(6, SimpleNetConfig(hidden=16))
+    net.reset_parameters(torch.Generator().manual_seed(1))
+    s = net.score(feats)
+    assert s.shape == (3, 4, 5)
+    net.eval()
+    with torch.no_grad():
+        expect = -net(flatten_patches(feats)).reshape(3, 4, 5)
+    torch.testing.assert_close(s, expect)
+    net.features_transform = lambda x: 2 * x  # hook applied before the adaptor
+    with torch.no_grad():
+        expect2 = -net(flatten_patches(2 * feats)).reshape(3, 4, 5)
+    torch.testing.assert_close(net.score(feats), expect2)
+    torch.testing.assert_close(net.score(feats, transform=False), expect)
+
+
+def test_training_is_deterministic() -> None:
+    g = torch.Generator().manual_seed(0)
+    feats = torch.randn(8, 6, 4, 4, generator=g)
+    cfg = SimpleNetConfig(hidden=32)
+    a = train_simplenet(feats, cfg, epochs=2, batch_size=2, seed=3).score(feats)
+    b = train_simplenet(feats, cfg, epochs=2, batch_size=2, seed=3).score(feats)
+    c = train_simplenet(feats, cfg, epochs=2, batch_size=2, seed=4).score(feats)
+    torch.testing.assert_close(a, b)
+    assert not torch.allclose(a, c)
+
+
+def _low_rank_gaussian(n: int, shift: float, g: torch.Generator, basis: torch.Tensor, mu: torch.Tensor):
+    """Gaussian patch features on a 2-d affine subspace of R^16; `shift` moves them off it."""
+    c, r = basis.shape[0], 2
+    z = torch.randn(n, 8, 8, r, generator=g)  # [N, h, w, r]
+    f = mu + z @ basis[:, :r].T  # [N, h, w, C]
+    if shift:
+        e = torch.randn(n, 8, 8, c - r, generator=g)
+        f = f + shift * (e / e.norm(dim=-1, keepdim=True)) @ basis[:, r:].T
+    return f.permute(0, 3, 1, 2).contiguous()  # [N, C, h, w]
+
+
+def test_scores_shifted_features_higher() -> None:
+    # Normal features: Gaussian on a low-dimensional subspace (as real features lie near a
+    # manifold); anomalies: the same plus a 0.2 step off the subspace. SimpleNet's noise teaches
+    # the discriminator what "off the normal set" looks like.
+    g = torch.Generator().manual_seed(0)
+    basis, _ = torch.linalg.qr(torch.randn(16, 16, generator=g))
+    mu = 0.5 * torch.randn(16, generator=g)
+    train = _low_rank_gaussian(32, 0.0, g, basis, mu)
+    normal = _low_rank_gaussian(8, 0.0, g, basis, mu)
+    shifted = _low_rank_gaussian(8, 0.2, g, basis, mu)
+    net = train_simplenet(train, SimpleNetConfig(hidden=256), epochs=50, batch_size=8, seed=0)
+    s_n, s_a = net.score(normal).flatten(), net.score(shifted).flatten()
+    y = torch.cat([torch.zeros_like(s_n), torch.ones_like(s_a)])
+    assert roc_auc_score(y.numpy(), torch.cat([s_n, s_a]).numpy()) > 0.9
