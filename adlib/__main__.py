@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,6 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
     rep.add_argument("--seed", type=int, default=0)
     rep.add_argument("--kernel", default=None, help="Jupyter kernel name (default: the notebook's)")
+    rep.add_argument("--cell-timeout", type=int, default=None, help="fail a cell that runs longer (seconds)")
 
     ben = sub.add_parser("bench", help="print throughput, metric timings and peak memory; write results/bench.json")
     ben.add_argument("--profile", choices=["ci", "full"], default="ci")
@@ -25,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     ben.add_argument("--data-root")
     ben.add_argument("--methods", help="comma-separated subset of the methods")
     ben.add_argument("--repeat", type=int, default=3)
+    ben.add_argument("--coreset-ratio", type=float, default=None, help="override the profile's PatchCore ratio")
+    ben.add_argument("--out", default=None, help="where to write the JSON (default results/bench.json)")
 
     args = parser.parse_args(argv)
     if args.command == "reproduce":
@@ -34,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     from .bench import bench
 
     bench(args.profile, args.device, args.real, args.data_root,
-          args.methods.split(",") if args.methods else None, args.repeat)
+          args.methods.split(",") if args.methods else None, args.repeat,
+          Path(args.out) if args.out else None, args.coreset_ratio)
     return 0
 
 

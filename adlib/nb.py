@@ -69,6 +69,20 @@ def _check(name: str, value: object, types: tuple[type, ...], what: str) -> None
         raise TypeError(f"parameter {name} must be {what}, got {value!r} ({type(value).__name__})")
 
 
+def machine_description(device: torch.device | None = None) -> str:
+    """CPU model and core count, plus the GPU when `device` is CUDA: printed with every result."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    text = f"{cpu}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
+    if device is not None and device.type == "cuda":
+        text += f", GPU {torch.cuda.get_device_name(device)}"
+    return text
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -112,6 +126,7 @@ def setup(
 
         print(f"python {platform.python_version()}, torch {torch.__version__}, timm {timm.__version__}, "
               f"numpy {np.__version__}")
+        print(f"machine: {machine_description(device)}")
         print(f"profile={profile.name} ({profile.image_size} px), device={device}, seed={SEED}")
         print(f"real data: {run.data_root if run.data_root else 'not found (built-in data only)'}")
     return run

@@ -55,10 +55,12 @@ def reproduce(
     kernel: str | None = None,
     figures_dir: Path | None = None,
     notebook_dir: Path | None = None,
+    cell_timeout: int | None = None,
 ) -> list[Path]:
     """Execute the notebooks in order; returns the executed copies. Raises NotebookFailed.
 
     `notebook_dir` defaults to `notebooks/` (tests pass a folder of tiny notebooks).
+    `cell_timeout` (seconds) makes a cell that runs longer fail instead of hanging the run.
     """
     import papermill as pm
 
@@ -82,21 +84,47 @@ def reproduce(
         try:
             pm.execute_notebook(
                 str(book), str(target), parameters=params, cwd=str(book.parent), kernel_name=kernel,
-                progress_bar=False, log_output=False,
+                progress_bar=False, log_output=False, execution_timeout=cell_timeout,
             )
         except Exception as err:  # papermill raises PapermillExecutionError with the traceback
             where = _failed_cell(target) if target.exists() else "before the first cell"
             raise NotebookFailed(f"{book.name} failed at {where}\n  executed copy: {target}") from err
+        seconds = time.perf_counter() - t0
         shown = target.relative_to(REPO_ROOT) if target.is_relative_to(REPO_ROOT) else target
-        print(f"    done in {time.perf_counter() - t0:.0f} s -> {shown}", flush=True)
+        print(f"    done in {seconds:.0f} s -> {shown}", flush=True)
+        _record_run(executed_dir / "RUN_INFO.json", book.name, seconds, profile, device)
         done.append(target)
     return done
+
+
+def _record_run(path: Path, notebook: str, seconds: float, profile: str, device: str) -> None:
+    """Which machine, versions and how long: one entry per executed notebook, next to the copies."""
+    import datetime
+    import json
+    import platform
+
+    import torch
+
+    from .config import resolve_device
+    from .nb import machine_description
+
+    info = json.loads(path.read_text()) if path.is_file() else {}
+    info[notebook] = {
+        "profile": profile,
+        "seconds": round(seconds, 1),
+        "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine_description(resolve_device(device)),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
+    path.write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
 
 
 def main_reproduce(args) -> int:  # noqa: ANN001 - argparse.Namespace
     only = args.only.split(",") if args.only else None
     try:
-        reproduce(args.profile, only, args.data_root, args.device, args.seed, kernel=args.kernel)
+        reproduce(args.profile, only, args.data_root, args.device, args.seed, kernel=args.kernel,
+                  cell_timeout=args.cell_timeout)
     except NotebookFailed as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
