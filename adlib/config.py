@@ -24,8 +24,14 @@ class Profile:
     max_real_train: int | None  # cap on real train images per class (None: all)
     max_real_test: int | None  # cap on real test images per class (None: all)
     coreset_ratio: float  # PatchCore memory-bank fraction kept by the greedy coreset
-    epochs: int  # training epochs of the learned methods (SimpleNet, experts, ...)
+    epochs: int  # training epochs of the learned methods that count epochs
     batch_size: int
+    # SimpleNet and the Adapted-MoE experts count optimizer steps of a fixed number of patches, so
+    # the amount of training does not depend on the data set's size or the resolution (adlib.simplenet).
+    train_steps: int = 200  # optimizer steps per SimpleNet / expert
+    patches_per_step: int = 256  # patch features per step (the generator adds as many noisy copies)
+    router_steps: int = 60  # optimizer steps of the Adapted-MoE routing network
+    router_batch: int = 16  # images per routing-network step
 
 
 PROFILES: dict[str, Profile] = {
@@ -40,6 +46,11 @@ PROFILES: dict[str, Profile] = {
         coreset_ratio=0.1,
         epochs=4,
         batch_size=16,
+        # ~2 s per SimpleNet on 1 busy CPU core; ~1.25 passes over the 41k patches of texture_shift
+        train_steps=200,
+        patches_per_step=256,
+        router_steps=60,  # 6 passes over the 160 training images
+        router_batch=16,
     ),
     "full": Profile(
         name="full",
@@ -52,6 +63,11 @@ PROFILES: dict[str, Profile] = {
         coreset_ratio=0.01,  # PatchCore's 1 % setting: a 10 % bank takes minutes per class on a CPU
         epochs=40,
         batch_size=32,
+        # ~25 s per SimpleNet on a CPU core (seconds on a GPU)
+        train_steps=600,
+        patches_per_step=1024,
+        router_steps=150,
+        router_batch=16,
     ),
 }
 

@@ -41,7 +41,14 @@ rows measure exactly this mismatch.
 change what is trained (``training_key``); ``tta``, ``top_k`` and the routing temperature are
 test-time switches of ``predict``. Table 3's 8 combinations need 4 trainings ({MoE on/off} x
 {Norm on/off}), the top-k sweep of Figure 6 none (``all_expert_scores`` + ``aggregate_topk``);
-``run_ablation`` does this bookkeeping.
+``fit_ablation`` / ``run_ablation`` do this bookkeeping. Experts learn from ground-truth subclass
+labels and never see the router, so Table 4's routing losses share one set of experts and only
+retrain the router (``with_router``).
+
+**Training length.** Experts and router count optimizer steps (``steps`` x ``patches_per_step``
+patches per expert, ``router_steps`` x ``router_batch`` images for the router; the profile's
+``train_steps``, ``patches_per_step``, ``router_steps``, ``router_batch``), not the paper's 160
+epochs: see ``adlib.simplenet``.
 
 **Our extension.** Where a data set has no subclass labels, ``pseudo_subclasses`` makes them with
 k-means on GAP features; the paper always uses the data set's subclasses.
@@ -202,58 +209,93 @@ def fit_adapted_moe(
     train_feats: Tensor,
     train_subclasses: np.ndarray | Tensor | None,
     cfg: AdaptedMoEConfig | None = None,
-    epochs: int = 160,
-    batch_size: int = 8,
+    steps: int = 200,
+    patches_per_step: int = 1024,
     device: str | torch.device = "cpu",
     seed: int = 0,
-    router_epochs: int | None = None,
+    router_steps: int = 100,
+    router_batch: int = 16,
     progress: bool = False,
 ) -> AdaptedMoE:
     """Train Adapted-MoE (or the single-SimpleNet baseline when ``cfg.moe`` is False).
 
     ``train_feats: [N, C, h, w]`` normal training features; ``train_subclasses: [N]`` subclass ids
     (any integers; ``ADSplit.subclasses`` or ``pseudo_subclasses``), ignored without MoE.
-    ``epochs``/``batch_size`` as in ``adlib.config.Profile`` for every expert; the router uses
-    ``router_epochs`` (default ``epochs``). Expert ``k`` is seeded ``seed + 1 + k``, the router
-    ``seed``.
+    Every expert trains for ``steps`` steps of ``patches_per_step`` patches (``adlib.simplenet``),
+    the router for ``router_steps`` steps of ``router_batch`` images (``adlib.routing``); the
+    profiles' ``train_steps``, ``patches_per_step``, ``router_steps``, ``router_batch``. Expert ``k``
+    is seeded ``seed + 1 + k``, the router ``seed``. Experts learn from ground-truth subclass labels,
+    so they do not depend on the router: :func:`with_router` swaps the router alone.
     """
     cfg = cfg or AdaptedMoEConfig()
     feats = torch.as_tensor(train_feats, dtype=torch.float32)  # [N, C, h, w]
     transform = L2Normalize() if cfg.norm else None
     if cfg.moe:
-        if train_subclasses is None:
-            raise ValueError("MoE needs subclass labels: pass ADSplit.subclasses or pseudo_subclasses(...)")
-        sub = np.asarray(train_subclasses)
-        subclass_ids = [int(s) for s in np.unique(sub)]
-        labels = np.searchsorted(subclass_ids, sub)  # [N] in 0..K-1
+        subclass_ids, labels = _expert_labels(train_subclasses)
     else:
         subclass_ids, labels = [-1], np.zeros(len(feats), dtype=np.int64)
 
     experts, centers, stds = [], [], []
     for k in tqdm(range(len(subclass_ids)), desc="experts", disable=not progress, leave=False):
         fk = feats[torch.as_tensor(labels == k)]  # [N_k, C, h, w]
-        expert = train_simplenet(fk, cfg.expert, epochs, batch_size, device, seed + 1 + k, transform, progress)
+        expert = train_simplenet(fk, cfg.expert, steps, patches_per_step, device, seed + 1 + k, transform, progress)
         c, s = feature_stats(normalize(fk) if cfg.norm else fk)  # [C], [C]
         experts.append(expert)
         centers.append(c)
         stds.append(s)
 
-    router = None
-    if cfg.moe:
-        rcfg = replace(cfg.router, loss=cfg.routing_loss, norm=cfg.norm, temperature=cfg.temperature)
-        router = train_router(
-            feats,
-            labels,
-            epochs=epochs if router_epochs is None else router_epochs,
-            batch_size=batch_size,
-            cfg=rcfg,
-            n_classes=len(subclass_ids),
-            device=device,
-            seed=seed,
-            progress=progress,
-        )
     dev = torch.device(device)
-    return AdaptedMoE(cfg, experts, router, torch.stack(centers).to(dev), torch.stack(stds).to(dev), subclass_ids)
+    model = AdaptedMoE(cfg, experts, None, torch.stack(centers).to(dev), torch.stack(stds).to(dev), subclass_ids)
+    if cfg.moe:
+        model = with_router(model, feats, train_subclasses, cfg.routing_loss, router_steps, router_batch,
+                            device, seed, progress)
+    return model
+
+
+def _expert_labels(train_subclasses: np.ndarray | Tensor | None) -> tuple[list[int], np.ndarray]:
+    """Sorted distinct subclass ids and the labels ``[N]`` mapped to ``0..K-1``."""
+    if train_subclasses is None:
+        raise ValueError("MoE needs subclass labels: pass ADSplit.subclasses or pseudo_subclasses(...)")
+    sub = np.asarray(train_subclasses)
+    subclass_ids = [int(s) for s in np.unique(sub)]
+    return subclass_ids, np.searchsorted(subclass_ids, sub)  # [N] in 0..K-1
+
+
+def with_router(
+    model: AdaptedMoE,
+    train_feats: Tensor,
+    train_subclasses: np.ndarray | Tensor,
+    routing_loss: str,
+    router_steps: int = 100,
+    router_batch: int = 16,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+    progress: bool = False,
+) -> AdaptedMoE:
+    """A model with ``model``'s experts (shared, not copied) and a new router trained with ``routing_loss``.
+
+    Table 4 compares routing losses: the experts are trained on ground-truth subclass labels and do
+    not see the router, so only the router needs retraining.
+    """
+    if not model.cfg.moe:
+        raise ValueError("a model without MoE has no router")
+    subclass_ids, labels = _expert_labels(train_subclasses)
+    if subclass_ids != model.subclass_ids:
+        raise ValueError(f"subclasses {subclass_ids} differ from the model's {model.subclass_ids}")
+    cfg = replace(model.cfg, routing_loss=routing_loss)
+    rcfg = replace(cfg.router, loss=routing_loss, norm=cfg.norm, temperature=cfg.temperature)
+    router = train_router(
+        torch.as_tensor(train_feats, dtype=torch.float32),
+        labels,
+        steps=router_steps,
+        batch_size=router_batch,
+        cfg=rcfg,
+        n_classes=len(subclass_ids),
+        device=device,
+        seed=seed,
+        progress=progress,
+    )
+    return AdaptedMoE(cfg, list(model.experts), router, model.centers, model.stds, model.subclass_ids)
 
 
 def routing_weights(model: AdaptedMoE, feats: Tensor, temperature: float | None = None) -> Tensor:
@@ -316,28 +358,50 @@ def predict(
     return MoEPrediction(scores, weights, mixture, cfg)
 
 
+def fit_ablation(
+    train_feats: Tensor,
+    train_subclasses: np.ndarray | Tensor | None,
+    cfgs: list[AdaptedMoEConfig],
+    steps: int = 200,
+    patches_per_step: int = 1024,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+    router_steps: int = 100,
+    router_batch: int = 16,
+    progress: bool = False,
+) -> dict[tuple, AdaptedMoE]:
+    """One trained model per distinct ``training_key`` of ``cfgs`` (4 for Table 3's 8 configs)."""
+    models: dict[tuple, AdaptedMoE] = {}
+    for cfg in tqdm(cfgs, desc="ablation", disable=not progress, leave=False):
+        key = training_key(cfg)
+        if key not in models:
+            models[key] = fit_adapted_moe(
+                train_feats, train_subclasses, cfg, steps, patches_per_step, device, seed,
+                router_steps, router_batch, progress=progress,
+            )
+    return models
+
+
 def run_ablation(
     train_feats: Tensor,
     train_subclasses: np.ndarray | Tensor | None,
     test_feats: Tensor,
     cfgs: list[AdaptedMoEConfig],
-    epochs: int = 160,
-    batch_size: int = 8,
+    steps: int = 200,
+    patches_per_step: int = 1024,
     device: str | torch.device = "cpu",
     seed: int = 0,
+    router_steps: int = 100,
+    router_batch: int = 16,
     progress: bool = False,
 ) -> list[MoEPrediction]:
     """Predictions for each config, training each distinct ``training_key`` only once."""
-    models: dict[tuple, AdaptedMoE] = {}
-    out = []
-    for cfg in tqdm(cfgs, desc="ablation", disable=not progress, leave=False):
-        key = training_key(cfg)
-        if key not in models:
-            models[key] = fit_adapted_moe(
-                train_feats, train_subclasses, cfg, epochs, batch_size, device, seed, progress=progress
-            )
-        out.append(predict(models[key], test_feats, tta=cfg.tta, top_k=cfg.top_k, temperature=cfg.temperature))
-    return out
+    models = fit_ablation(train_feats, train_subclasses, cfgs, steps, patches_per_step, device, seed,
+                          router_steps, router_batch, progress)
+    return [
+        predict(models[training_key(c)], test_feats, tta=c.tta, top_k=c.top_k, temperature=c.temperature)
+        for c in cfgs
+    ]
 
 
 def pseudo_subclasses(feats: Tensor | np.ndarray, k: int, seed: int = 0) -> np.ndarray:

@@ -217,8 +217,8 @@ def train_router(
     feats: Tensor,
     labels: Tensor | np.ndarray,
     loss: str | None = None,
-    epochs: int = 160,
-    batch_size: int = 8,
+    steps: int = 100,
+    batch_size: int = 16,
     cfg: RouterConfig | None = None,
     n_classes: int | None = None,
     device: str | torch.device = "cpu",
@@ -228,9 +228,11 @@ def train_router(
     """Train the routing network on feature maps ``[N, C, h, w]`` with subclass labels ``[N]``.
 
     ``labels`` must be ``0..K-1`` (``K = n_classes``, default ``max + 1``); ``loss``, if given,
-    overrides ``cfg.loss``. Adam, shuffled minibatches of ``batch_size`` images, centres updated after each
-    step (Wen et al.), final centres = subclass means of the final embeddings. Deterministic given
-    ``seed``. Returns the router on ``device`` in eval mode.
+    overrides ``cfg.loss``. ``steps`` Adam steps, each on the next ``batch_size`` images of a
+    shuffled list of all training images (reshuffled when used up); centres updated after each step
+    (Wen et al.), final centres = subclass means of the final embeddings. ``steps=0`` gives the
+    untrained router. Deterministic given ``seed``. Returns the router on ``device`` in eval mode,
+    with ``loss_history: [steps]`` (CPU) attached.
     """
     cfg = cfg or RouterConfig()
     if loss is not None:
@@ -241,6 +243,7 @@ def train_router(
     labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)  # [N]
     k = int(n_classes if n_classes is not None else labels.max().item() + 1)
     n, c = feats.shape[:2]
+    batch = max(1, min(n, batch_size))
     g = torch.Generator().manual_seed(seed)
 
     router = RoutingNetwork(c, cfg.emb_dim, k, cfg.norm, cfg.temperature)
@@ -249,21 +252,26 @@ def train_router(
     router.centers.copy_(class_means(embed_all(router, feats), labels, k).to(device))  # [K, E]
     opt = torch.optim.Adam(router.parameters(), lr=cfg.lr)
 
+    history = torch.empty(steps, device=device)  # [steps]
+    order, pos = torch.randperm(n, generator=g), 0  # [N]
     router.train()
-    for _ in tqdm(range(epochs), desc="router", disable=not progress, leave=False):
-        order = torch.randperm(n, generator=g)  # [N]
-        for s in range(0, n, batch_size):
-            idx = order[s : s + batch_size]  # [B]
-            xb = feats[idx].to(device, torch.float32)  # [B, C, h, w]
-            yb = labels[idx].to(device)  # [B]
-            x, logits = router(xb)  # [B, E], [B, K]
-            loss_value = routing_loss(router, x, logits, yb, cfg)
-            opt.zero_grad(set_to_none=True)
-            loss_value.backward()
-            opt.step()
-            router.centers.copy_(update_centers(router.centers, x.detach(), yb, cfg.center_rate))
+    for step in tqdm(range(steps), desc="router", disable=not progress, leave=False):
+        if pos + batch > n:  # used up: a new shuffle
+            order, pos = torch.randperm(n, generator=g), 0
+        idx = order[pos : pos + batch]  # [B]
+        pos += batch
+        xb = feats[idx].to(device, torch.float32)  # [B, C, h, w]
+        yb = labels[idx].to(device)  # [B]
+        x, logits = router(xb)  # [B, E], [B, K]
+        loss_value = routing_loss(router, x, logits, yb, cfg)
+        opt.zero_grad(set_to_none=True)
+        loss_value.backward()
+        opt.step()
+        router.centers.copy_(update_centers(router.centers, x.detach(), yb, cfg.center_rate))
+        history[step] = loss_value.detach()
     router.eval()
     router.centers.copy_(class_means(embed_all(router, feats), labels, k).to(device))  # [K, E]
+    router.loss_history = history.cpu()  # type: ignore[assignment]
     return router
 
 

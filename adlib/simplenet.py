@@ -27,16 +27,26 @@ cosine schedule down to 0.4 x lr. Adapted-MoE quotes "learning rate from 0.0001 
 Differences from the release, on purpose:
 - features arrive pre-computed as ``[N, C, h, w]``; the backbone, the 3x3 patch aggregation and the
   channel projection are not part of this module;
-- one training step uses ``batch_size * h * w`` patches drawn at random from *all* training
-  images (the release takes all patches of ``batch_size`` images); the number of steps per epoch
-  is the same;
+- training is counted in **optimizer steps** of a fixed number of patches (``patches_per_step``),
+  drawn without replacement from *all* training patches (a new shuffle whenever they run out);
+  the release counts epochs of ``batch_size`` whole images. Counting steps makes the amount of
+  training independent of the data set's size and resolution: a CPU run of the ``ci`` profile gets
+  the same ~200 updates on a 160-image set as on a 48-image one (see ``adlib.config.Profile``);
+- the discriminator's cosine schedule runs per step (release: per epoch) down to 0.4 x lr;
 - biases are initialised to zero (the release keeps PyTorch's default uniform init for biases), so
   that initialisation is fully driven by our seed.
+
+**Noise scale.** ``sigma = 0.015`` is an absolute number, so its effect depends on the scale of the
+features it is added to. The release's WideResNet features (and unit-norm features, Adapted-MoE's
+Norm) are small, ours (EfficientNet-Lite0, stage 2+3, 3x3 averaged) have a mean patch norm near 48
+and a per-channel std near 3: there ``N(0, 0.015^2)`` changes a feature by 0.02 % of its norm and the
+discriminator has nothing to learn. ``noise_scale="patch_norm"`` multiplies ``noise_std`` by the mean
+L2 norm of the *training* patches (measured inside :func:`train_simplenet`, training data only), which
+is what the same sigma means on unit-norm features; the default ``"absolute"`` is the paper's setting.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -53,13 +63,14 @@ class SimpleNetConfig:
     """SimpleNet hyper-parameters; defaults are SimpleNet's published ones (see module docstring)."""
 
     noise_std: float = 0.015  # sigma of the Gaussian anomalous-feature generator
+    noise_scale: str = "absolute"  # "absolute": sigma = noise_std; "patch_norm": x mean training patch norm
     hidden: int = 1024  # discriminator hidden width ("dsc_hidden")
     leaky_slope: float = 0.2  # LeakyReLU negative slope in the discriminator
     margin: float = 0.5  # th+ = th- of the truncated l1 loss ("dsc_margin")
     lr_adaptor: float = 1e-4  # AdamW on the adaptor (release: lr * 0.1 with lr = 1e-3)
     lr_discriminator: float = 2e-4  # Adam on the discriminator ("dsc_lr")
     weight_decay_discriminator: float = 1e-5
-    cosine_min_factor: float = 0.4  # discriminator lr decays (cosine, per epoch) to 0.4 x lr
+    cosine_min_factor: float = 0.4  # discriminator lr decays (cosine, per step) to 0.4 x lr
     score_chunk: int = 65536  # patches per forward pass when scoring (memory bound only)
 
 
@@ -151,29 +162,44 @@ def flatten_patches(feats: Tensor) -> Tensor:
     return feats.permute(0, 2, 3, 1).reshape(-1, feats.shape[1])
 
 
+NOISE_SCALES = ("absolute", "patch_norm")
+
+
+def noise_sigma(patches: Tensor, cfg: SimpleNetConfig) -> float:
+    """The std of the generator's noise for training patches ``[P, C]`` (see "Noise scale" above)."""
+    if cfg.noise_scale == "absolute":
+        return cfg.noise_std
+    if cfg.noise_scale == "patch_norm":
+        return cfg.noise_std * float(patches.norm(dim=1).mean())
+    raise ValueError(f"noise_scale must be one of {NOISE_SCALES}, got {cfg.noise_scale!r}")
+
+
 def train_simplenet(
     feats: Tensor,
     cfg: SimpleNetConfig | None = None,
-    epochs: int = 160,
-    batch_size: int = 8,
+    steps: int = 200,
+    patches_per_step: int = 1024,
     device: str | torch.device = "cpu",
     seed: int = 0,
     features_transform: FeatureTransform | None = None,
     progress: bool = False,
 ) -> SimpleNet:
-    """Train one SimpleNet on normal patch features ``feats: [N, C, h, w]``.
+    """Train one SimpleNet on normal patch features ``feats: [N, C, h, w]`` for ``steps`` steps.
 
-    One epoch is one pass over all ``N*h*w`` training patches in random order, in steps of
-    ``batch_size * h * w`` patches (``batch_size`` counts images, as in SimpleNet and
-    ``adlib.config.Profile``). Each step: ``q = G(f)``, ``q- = q + N(0, sigma^2)``, loss
-    ``truncated_l1_loss(D(q), D(q-))``, one AdamW step on G and one Adam step on D.
-    Deterministic given ``seed`` (parameters, patch order and noise come from our generators).
-    Returns the model on ``device`` in eval mode.
+    Each step takes the next ``patches_per_step`` patches of a shuffled list of all ``N*h*w``
+    training patches (reshuffled when used up): ``q = G(f)``, ``q- = q + N(0, sigma^2)``, loss
+    ``truncated_l1_loss(D(q), D(q-))``, one AdamW step on G and one Adam step on D, the latter with
+    a per-step cosine schedule. ``sigma`` is :func:`noise_sigma` of the (transformed) training
+    patches. Deterministic given ``seed`` (parameters, patch order and noise come from our
+    generators). Returns the model on ``device`` in eval mode, with ``loss_history: [steps]`` (the
+    training loss of every step, on CPU) and ``noise_sigma`` (the sigma used) attached.
     """
     cfg = cfg or SimpleNetConfig()
     device = torch.device(device)
     if feats.ndim != 4:
         raise ValueError(f"feats must be [N, C, h, w], got {tuple(feats.shape)}")
+    if steps < 1 or patches_per_step < 2:
+        raise ValueError(f"need steps >= 1 and patches_per_step >= 2 (BatchNorm), got {steps}, {patches_per_step}")
     n, c, h, w = feats.shape
     g_cpu = torch.Generator().manual_seed(seed)  # parameters and patch order
     g_dev = torch.Generator(device=device).manual_seed(seed + 1)  # noise, drawn on `device`
@@ -187,8 +213,10 @@ def train_simplenet(
         x = model.transform(x)  # [N, C, h, w]
     patches = flatten_patches(x)  # [P, C], P = N*h*w
     n_patches = len(patches)
-    step = max(2, min(n_patches, batch_size * h * w))  # patches per step (BatchNorm needs >= 2)
-    steps_per_epoch = math.ceil(n_patches / step)
+    if n_patches < 2:
+        raise ValueError("SimpleNet needs at least 2 training patches")
+    batch = min(n_patches, patches_per_step)  # patches per step
+    sigma = noise_sigma(patches, cfg)
 
     opt_g = torch.optim.AdamW(model.adaptor.parameters(), lr=cfg.lr_adaptor)
     opt_d = torch.optim.Adam(
@@ -197,26 +225,30 @@ def train_simplenet(
         weight_decay=cfg.weight_decay_discriminator,
     )
     sched_d = torch.optim.lr_scheduler.CosineAnnealingLR(
-        opt_d, T_max=max(1, epochs), eta_min=cfg.lr_discriminator * cfg.cosine_min_factor
+        opt_d, T_max=steps, eta_min=cfg.lr_discriminator * cfg.cosine_min_factor
     )
 
+    history = torch.empty(steps, device=device)  # [steps]  on the device: no sync per step
+    order, pos = torch.randperm(n_patches, generator=g_cpu), 0  # [P]
     model.train()
-    for _ in tqdm(range(epochs), desc="SimpleNet", disable=not progress, leave=False):
-        order = torch.randperm(n_patches, generator=g_cpu).to(device)  # [P]
-        for s in range(steps_per_epoch):
-            idx = order[s * step : (s + 1) * step]  # [B]
-            if len(idx) < 2:  # a 1-patch remainder cannot be batch-normalised
-                continue
-            q = model.adaptor(patches[idx])  # [B, C]  adapted normal features
-            noise = torch.randn(q.shape, generator=g_dev, device=device) * cfg.noise_std  # [B, C]
-            q_fake = q + noise  # [B, C]  synthetic anomalous features
-            d = model.discriminator(torch.cat([q, q_fake]))  # [2B]
-            loss = truncated_l1_loss(d[: len(q)], d[len(q) :], cfg.margin)
-            opt_g.zero_grad(set_to_none=True)
-            opt_d.zero_grad(set_to_none=True)
-            loss.backward()
-            opt_g.step()
-            opt_d.step()
+    for step in tqdm(range(steps), desc="SimpleNet", disable=not progress, leave=False):
+        if pos + batch > n_patches:  # used up: a new shuffle
+            order, pos = torch.randperm(n_patches, generator=g_cpu), 0
+        idx = order[pos : pos + batch].to(device)  # [B]
+        pos += batch
+        q = model.adaptor(patches[idx])  # [B, C]  adapted normal features
+        noise = torch.randn(q.shape, generator=g_dev, device=device) * sigma  # [B, C]
+        q_fake = q + noise  # [B, C]  synthetic anomalous features
+        d = model.discriminator(torch.cat([q, q_fake]))  # [2B]
+        loss = truncated_l1_loss(d[:batch], d[batch:], cfg.margin)
+        opt_g.zero_grad(set_to_none=True)
+        opt_d.zero_grad(set_to_none=True)
+        loss.backward()
+        opt_g.step()
+        opt_d.step()
         sched_d.step()
+        history[step] = loss.detach()
     model.eval()
+    model.loss_history = history.cpu()  # type: ignore[assignment]
+    model.noise_sigma = sigma  # type: ignore[assignment]
     return model

@@ -16,6 +16,7 @@ from adlib.moe import (
     aggregate_topk,
     all_expert_scores,
     feature_stats,
+    fit_ablation,
     fit_adapted_moe,
     normalize,
     predict,
@@ -24,11 +25,13 @@ from adlib.moe import (
     test_time_adapt,
     topk_weights,
     training_key,
+    with_router,
 )
 from adlib.paper_numbers import ADAPTED_MOE_TABLE3, ADAPTED_MOE_TABLE3_FLAGS, ADAPTED_MOE_TABLE4
 from adlib.simplenet import SimpleNetConfig
 
 TINY = AdaptedMoEConfig(expert=SimpleNetConfig(hidden=32), top_k=2)
+FAST = {"steps": 2, "patches_per_step": 64, "router_steps": 2, "router_batch": 4}  # a few steps: bookkeeping tests
 
 
 @pytest.fixture(autouse=True)
@@ -116,7 +119,7 @@ def _subclass_data(g: torch.Generator, n_per: int = 8) -> tuple[torch.Tensor, np
 def test_fit_and_predict_shapes_and_topk_consistency() -> None:
     g = torch.Generator().manual_seed(0)
     feats, sub = _subclass_data(g)
-    model = fit_adapted_moe(feats, sub, TINY, epochs=2, batch_size=4, seed=0)
+    model = fit_adapted_moe(feats, sub, TINY, steps=4, patches_per_step=64, router_steps=4, router_batch=4, seed=0)
     assert model.n_experts == 3 and model.subclass_ids == [2, 5, 7]
     assert model.centers.shape == (3, 8) and model.stds.shape == (3, 8)
     test = feats[::3]
@@ -139,7 +142,7 @@ def test_without_moe_is_one_simplenet() -> None:
     g = torch.Generator().manual_seed(1)
     feats, _ = _subclass_data(g)
     cfg = AdaptedMoEConfig(moe=False, tta=True, norm=False, expert=SimpleNetConfig(hidden=32))
-    model = fit_adapted_moe(feats, None, cfg, epochs=1, batch_size=4, seed=0)
+    model = fit_adapted_moe(feats, None, cfg, **FAST, seed=0)
     assert model.n_experts == 1 and model.router is None
     c, s = feature_stats(feats)  # TTA without MoE: global training centre and std
     torch.testing.assert_close(model.centers[0], c)
@@ -149,13 +152,13 @@ def test_without_moe_is_one_simplenet() -> None:
     plain = predict(model, feats[:3], tta=False).patch_scores
     torch.testing.assert_close(plain, model.experts[0].score(feats[:3]))
     with pytest.raises(ValueError):
-        fit_adapted_moe(feats, None, AdaptedMoEConfig(), epochs=1)
+        fit_adapted_moe(feats, None, AdaptedMoEConfig(), steps=1)
 
 
 def test_norm_stats_are_on_normalised_features() -> None:
     g = torch.Generator().manual_seed(2)
     feats, sub = _subclass_data(g)
-    model = fit_adapted_moe(feats, sub, TINY, epochs=1, batch_size=4, seed=0)
+    model = fit_adapted_moe(feats, sub, TINY, **FAST, seed=0)
     c, _ = feature_stats(normalize(feats[:8]))
     torch.testing.assert_close(model.centers[0], c)
     x = moe.expert_input(model, feats[:2], 0, tta=False)
@@ -165,8 +168,8 @@ def test_norm_stats_are_on_normalised_features() -> None:
 def test_fit_is_deterministic() -> None:
     g = torch.Generator().manual_seed(3)
     feats, sub = _subclass_data(g)
-    a = predict(fit_adapted_moe(feats, sub, TINY, epochs=1, batch_size=4, seed=7), feats[:4])
-    b = predict(fit_adapted_moe(feats, sub, TINY, epochs=1, batch_size=4, seed=7), feats[:4])
+    a = predict(fit_adapted_moe(feats, sub, TINY, **FAST, seed=7), feats[:4])
+    b = predict(fit_adapted_moe(feats, sub, TINY, **FAST, seed=7), feats[:4])
     torch.testing.assert_close(a.patch_scores, b.patch_scores)
     torch.testing.assert_close(a.weights, b.weights)
 
@@ -195,9 +198,38 @@ def test_training_key_and_ablation_trains_four_times(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(moe, "fit_adapted_moe", counting_fit)
     g = torch.Generator().manual_seed(4)
     feats, sub = _subclass_data(g, n_per=4)
-    preds = run_ablation(feats, sub, feats[:3], cfgs, epochs=1, batch_size=4, seed=0)
+    preds = run_ablation(feats, sub, feats[:3], cfgs, **FAST, seed=0)
     assert len(calls) == 4
     assert [(p.cfg.moe, p.cfg.tta, p.cfg.norm) for p in preds] == [(c.moe, c.tta, c.norm) for c in cfgs]
+
+
+def test_with_router_shares_the_experts() -> None:
+    g = torch.Generator().manual_seed(7)
+    feats, sub = _subclass_data(g)
+    model = fit_adapted_moe(feats, sub, TINY, **FAST, seed=0)
+    other = with_router(model, feats, sub, "softmax", router_steps=3, router_batch=4, seed=1)
+    assert other.cfg.routing_loss == "softmax" and model.cfg.routing_loss == "center"
+    assert all(a is b for a, b in zip(other.experts, model.experts, strict=True))  # the same modules, not copies
+    assert other.router is not model.router and other.router.loss_history.shape == (3,)
+    torch.testing.assert_close(other.centers, model.centers)
+    # the experts' scores do not depend on the router
+    torch.testing.assert_close(all_expert_scores(other, feats[:3]), all_expert_scores(model, feats[:3]))
+    with pytest.raises(ValueError, match="differ"):
+        with_router(model, feats[:16], sub[:16], "center")  # only 2 of the 3 subclasses
+    flat = fit_adapted_moe(feats, None, AdaptedMoEConfig(moe=False, expert=SimpleNetConfig(hidden=32)), **FAST)
+    with pytest.raises(ValueError, match="no router"):
+        with_router(flat, feats, sub, "center")
+
+
+def test_fit_ablation_keys() -> None:
+    g = torch.Generator().manual_seed(8)
+    feats, sub = _subclass_data(g, n_per=4)
+    models = fit_ablation(feats, sub, ablation_configs(TINY), **FAST, seed=0)
+    assert len(models) == 4
+    assert {(m.cfg.moe, m.cfg.norm) for m in models.values()} == {(a, b) for a in (False, True) for b in (False, True)}
+    for key, m in models.items():
+        assert training_key(m.cfg) == key
+        assert m.n_experts == (3 if m.cfg.moe else 1)
 
 
 def test_pseudo_subclasses_recover_clusters() -> None:
@@ -222,7 +254,7 @@ def test_paper_numbers_tables() -> None:
 def test_runs_on_cuda() -> None:
     g = torch.Generator().manual_seed(6)
     feats, sub = _subclass_data(g)
-    model = fit_adapted_moe(feats, sub, TINY, epochs=1, batch_size=4, device="cuda", seed=0)
+    model = fit_adapted_moe(feats, sub, TINY, **FAST, device="cuda", seed=0)
     assert model.centers.device.type == "cuda"
     pred = predict(model, feats[:4])
     assert pred.patch_scores.device.type == "cpu" and torch.isfinite(pred.patch_scores).all()

@@ -146,8 +146,8 @@ def test_router_learns_three_clusters(loss: str) -> None:
     g = torch.Generator().manual_seed(0)
     x_train, y_train = _striped_maps(60, g)
     x_test, y_test = _striped_maps(60, g)
-    untrained = train_router(x_train, y_train, loss, epochs=0, batch_size=16, seed=0)
-    trained = train_router(x_train, y_train, loss, epochs=30, batch_size=16, seed=0)
+    untrained = train_router(x_train, y_train, loss, steps=0, batch_size=16, seed=0)
+    trained = train_router(x_train, y_train, loss, steps=120, batch_size=16, seed=0)
     assert routing_accuracy(route(untrained, x_test), y_test) < 0.9  # the task is not free
     w = route(trained, x_test)
     assert w.shape == (60, 3)
@@ -158,6 +158,14 @@ def test_router_learns_three_clusters(loss: str) -> None:
 def test_router_is_deterministic() -> None:
     g = torch.Generator().manual_seed(1)
     x, y = _striped_maps(12, g)
-    a = route(train_router(x, y, "center", epochs=2, batch_size=4, seed=5), x)
-    b = route(train_router(x, y, "center", epochs=2, batch_size=4, seed=5), x)
+    a = route(train_router(x, y, "center", steps=6, batch_size=4, seed=5), x)
+    b = route(train_router(x, y, "center", steps=6, batch_size=4, seed=5), x)
     torch.testing.assert_close(a, b)
+
+
+def test_router_counts_steps() -> None:
+    g = torch.Generator().manual_seed(2)
+    x, y = _striped_maps(10, g)
+    r = train_router(x, y, "center", steps=7, batch_size=4, seed=0)  # reshuffles after 2 steps of 4 of 10 images
+    assert r.loss_history.shape == (7,) and torch.isfinite(r.loss_history).all()
+    assert train_router(x, y, "softmax", steps=0, seed=0).loss_history.shape == (0,)

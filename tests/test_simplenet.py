@@ -10,6 +10,7 @@ from adlib.simplenet import (
     SimpleNet,
     SimpleNetConfig,
     flatten_patches,
+    noise_sigma,
     train_simplenet,
     truncated_l1_loss,
 )
@@ -77,9 +78,9 @@ def test_training_is_deterministic() -> None:
     g = torch.Generator().manual_seed(0)
     feats = torch.randn(8, 6, 4, 4, generator=g)
     cfg = SimpleNetConfig(hidden=32)
-    a = train_simplenet(feats, cfg, epochs=2, batch_size=2, seed=3).score(feats)
-    b = train_simplenet(feats, cfg, epochs=2, batch_size=2, seed=3).score(feats)
-    c = train_simplenet(feats, cfg, epochs=2, batch_size=2, seed=4).score(feats)
+    a = train_simplenet(feats, cfg, steps=8, patches_per_step=32, seed=3).score(feats)
+    b = train_simplenet(feats, cfg, steps=8, patches_per_step=32, seed=3).score(feats)
+    c = train_simplenet(feats, cfg, steps=8, patches_per_step=32, seed=4).score(feats)
     torch.testing.assert_close(a, b)
     assert not torch.allclose(a, c)
 
@@ -105,7 +106,40 @@ def test_scores_shifted_features_higher() -> None:
     train = _low_rank_gaussian(32, 0.0, g, basis, mu)
     normal = _low_rank_gaussian(8, 0.0, g, basis, mu)
     shifted = _low_rank_gaussian(8, 0.2, g, basis, mu)
-    net = train_simplenet(train, SimpleNetConfig(hidden=256), epochs=50, batch_size=8, seed=0)
+    net = train_simplenet(train, SimpleNetConfig(hidden=256), steps=200, patches_per_step=512, seed=0)
     s_n, s_a = net.score(normal).flatten(), net.score(shifted).flatten()
     y = torch.cat([torch.zeros_like(s_n), torch.ones_like(s_a)])
     assert roc_auc_score(y.numpy(), torch.cat([s_n, s_a]).numpy()) > 0.9
+
+
+def test_noise_sigma_by_hand() -> None:
+    patches = torch.tensor([[3.0, 4.0], [0.0, 1.0]])  # norms 5 and 1, mean 3
+    assert noise_sigma(patches, SimpleNetConfig()) == 0.015
+    assert noise_sigma(patches, SimpleNetConfig(noise_scale="patch_norm")) == pytest.approx(0.045)
+    assert noise_sigma(patches, SimpleNetConfig(noise_std=0.1, noise_scale="patch_norm")) == pytest.approx(0.3)
+    with pytest.raises(ValueError, match="noise_scale"):
+        noise_sigma(patches, SimpleNetConfig(noise_scale="relative"))
+
+
+def test_training_counts_steps_and_records_loss() -> None:
+    g = torch.Generator().manual_seed(0)
+    feats = 10 * torch.randn(3, 6, 4, 4, generator=g)  # 48 patches
+    cfg = SimpleNetConfig(hidden=16, noise_scale="patch_norm")
+    net = train_simplenet(feats, cfg, steps=7, patches_per_step=20, seed=0)  # reshuffles after 2 steps
+    assert net.loss_history.shape == (7,) and torch.isfinite(net.loss_history).all()
+    assert net.noise_sigma == pytest.approx(0.015 * float(flatten_patches(feats).norm(dim=1).mean()), rel=1e-5)
+    assert not net.training
+    big = train_simplenet(feats, cfg, steps=3, patches_per_step=10_000, seed=0)  # capped at all 48 patches
+    assert big.loss_history.shape == (3,)
+    with pytest.raises(ValueError):
+        train_simplenet(feats, cfg, steps=0)
+
+
+def test_patch_norm_scale_is_the_identity_on_unit_norm_features() -> None:
+    g = torch.Generator().manual_seed(1)
+    feats = torch.randn(4, 6, 3, 3, generator=g)
+    feats = feats / feats.norm(dim=1, keepdim=True)  # every patch has norm 1: "patch_norm" = "absolute"
+    kw = {"steps": 5, "patches_per_step": 16, "seed": 2}
+    a = train_simplenet(feats, SimpleNetConfig(hidden=16), **kw)
+    b = train_simplenet(feats, SimpleNetConfig(hidden=16, noise_scale="patch_norm"), **kw)
+    torch.testing.assert_close(a.score(feats), b.score(feats))
