@@ -37,9 +37,16 @@ def main(argv: list[str] | None = None) -> int:
         return main_reproduce(args)
     from .bench import bench
 
-    bench(args.profile, args.device, args.real, args.data_root,
-          args.methods.split(",") if args.methods else None, args.repeat,
-          Path(args.out) if args.out else None, args.coreset_ratio)
+    bench(
+        args.profile,
+        args.device,
+        args.real,
+        args.data_root,
+        args.methods.split(",") if args.methods else None,
+        args.repeat,
+        Path(args.out) if args.out else None,
+        args.coreset_ratio,
+    )
     return 0
 
 

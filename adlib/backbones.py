@@ -143,7 +143,7 @@ def _timm_cached_state(name: str, spec: BackboneSpec) -> dict[str, torch.Tensor]
     if path is None:
         raise FileNotFoundError(
             f"ImageNet weights for backbone {name!r} (timm '{spec.timm_name}') are not on this machine. "
-            f"With network access, fetch them once: python -c \"import timm; "
+            f'With network access, fetch them once: python -c "import timm; '
             f"timm.create_model('{spec.timm_name}', pretrained=True)\"; or pass weights=<path to a .pth or "
             f".safetensors state dict>. The bundled offline default is backbone='{DEFAULT_BACKBONE}'."
         )

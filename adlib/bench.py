@@ -72,8 +72,16 @@ def _adapted_moe(cat: ADCategory, train, test, profile, device) -> Evaluation:  
     sub = cat.train.subclasses
     if sub is None:
         sub = pseudo_subclasses(train, min(PSEUDO_SUBCLASSES, len(train)), seed=0)
-    model = fit_adapted_moe(train, sub, AdaptedMoEConfig(), profile.train_steps, profile.patches_per_step, dev,
-                            router_steps=profile.router_steps, router_batch=profile.router_batch)
+    model = fit_adapted_moe(
+        train,
+        sub,
+        AdaptedMoEConfig(),
+        profile.train_steps,
+        profile.patches_per_step,
+        dev,
+        router_steps=profile.router_steps,
+        router_batch=profile.router_batch,
+    )
     _sync(dev)
     t1 = time.perf_counter()
     patch_scores = predict(model, test).patch_scores
@@ -144,8 +152,10 @@ def bench(
     }
     print(f"== metrics ({report['machine']})")
     report["metrics"] = m = bench_metrics(repeat)
-    print(f"AUPRO on {m['n_maps']} maps of {m['map_size']}^2: {m['aupro_s']:.2f} s; "
-          f"all metrics: {m['all_metrics_s']:.2f} s")
+    print(
+        f"AUPRO on {m['n_maps']} maps of {m['map_size']}^2: {m['aupro_s']:.2f} s; "
+        f"all metrics: {m['all_metrics_s']:.2f} s"
+    )
 
     if real:
         root = find_data_root(data_root)
@@ -179,8 +189,10 @@ def bench(
             "AUPRO": ev.metrics["AUPRO"],
             **{k: v for k, v in ev.timings.items() if k not in ("fit_s",)},
         }
-        print(f"{name}: fit {rows[name]['fit_s']:.1f} s, full inference {rows[name]['inference_images_per_s']:.1f} "
-              f"images/s, I-AUROC {ev.metrics['I-AUROC']:.3f}, AUPRO {ev.metrics['AUPRO']:.3f}")
+        print(
+            f"{name}: fit {rows[name]['fit_s']:.1f} s, full inference {rows[name]['inference_images_per_s']:.1f} "
+            f"images/s, I-AUROC {ev.metrics['I-AUROC']:.3f}, AUPRO {ev.metrics['AUPRO']:.3f}"
+        )
     report["dataset"] = cat.key
     report["methods"] = rows
     report["peak_rss_mb"] = _peak_rss_mb()

@@ -75,9 +75,7 @@ PROFILES: dict[str, Profile] = {
 def get_profile(name: str, **overrides: object) -> Profile:
     """Return the profile called `name` ("ci" or "full"), with optional field overrides."""
     if not isinstance(name, str) or name not in PROFILES:
-        raise ValueError(
-            f"PROFILE must be one of {sorted(PROFILES)}, got {name!r} ({type(name).__name__})"
-        )
+        raise ValueError(f"PROFILE must be one of {sorted(PROFILES)}, got {name!r} ({type(name).__name__})")
     return replace(PROFILES[name], **overrides) if overrides else PROFILES[name]
 
 

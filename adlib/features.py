@@ -68,8 +68,13 @@ def aggregate(maps: list[torch.Tensor], patch_size: int = 3) -> torch.Tensor:
 class FeatureExtractor:
     """Frozen backbone + :func:`aggregate`, batched on a device."""
 
-    def __init__(self, config: FeatureConfig = FeatureConfig(), device: str | torch.device = "auto",
-                 pretrained: bool = True, batch_size: int = 32) -> None:
+    def __init__(
+        self,
+        config: FeatureConfig = FeatureConfig(),
+        device: str | torch.device = "auto",
+        pretrained: bool = True,
+        batch_size: int = 32,
+    ) -> None:
         self.config = config
         self.device = resolve_device(device)
         self.batch_size = batch_size
@@ -83,7 +88,7 @@ class FeatureExtractor:
     def layers(self) -> tuple[int, ...]:
         return self.model.layers  # type: ignore[attr-defined]
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: callers may train on the returned features
     def __call__(self, images: np.ndarray, progress: bool = False) -> torch.Tensor:
         """uint8 [N, S, S, 3] -> float32 [N, C, S/8, S/8] on the CPU."""
         chunks = []

@@ -247,8 +247,9 @@ def fit_adapted_moe(
     dev = torch.device(device)
     model = AdaptedMoE(cfg, experts, None, torch.stack(centers).to(dev), torch.stack(stds).to(dev), subclass_ids)
     if cfg.moe:
-        model = with_router(model, feats, train_subclasses, cfg.routing_loss, router_steps, router_batch,
-                            device, seed, progress)
+        model = with_router(
+            model, feats, train_subclasses, cfg.routing_loss, router_steps, router_batch, device, seed, progress
+        )
     return model
 
 
@@ -376,8 +377,16 @@ def fit_ablation(
         key = training_key(cfg)
         if key not in models:
             models[key] = fit_adapted_moe(
-                train_feats, train_subclasses, cfg, steps, patches_per_step, device, seed,
-                router_steps, router_batch, progress=progress,
+                train_feats,
+                train_subclasses,
+                cfg,
+                steps,
+                patches_per_step,
+                device,
+                seed,
+                router_steps,
+                router_batch,
+                progress=progress,
             )
     return models
 
@@ -396,11 +405,11 @@ def run_ablation(
     progress: bool = False,
 ) -> list[MoEPrediction]:
     """Predictions for each config, training each distinct ``training_key`` only once."""
-    models = fit_ablation(train_feats, train_subclasses, cfgs, steps, patches_per_step, device, seed,
-                          router_steps, router_batch, progress)
+    models = fit_ablation(
+        train_feats, train_subclasses, cfgs, steps, patches_per_step, device, seed, router_steps, router_batch, progress
+    )
     return [
-        predict(models[training_key(c)], test_feats, tta=c.tta, top_k=c.top_k, temperature=c.temperature)
-        for c in cfgs
+        predict(models[training_key(c)], test_feats, tta=c.tta, top_k=c.top_k, temperature=c.temperature) for c in cfgs
     ]
 
 

@@ -124,8 +124,10 @@ def setup(
     if verbose:
         import timm
 
-        print(f"python {platform.python_version()}, torch {torch.__version__}, timm {timm.__version__}, "
-              f"numpy {np.__version__}")
+        print(
+            f"python {platform.python_version()}, torch {torch.__version__}, timm {timm.__version__}, "
+            f"numpy {np.__version__}"
+        )
         print(f"machine: {machine_description(device)}")
         print(f"profile={profile.name} ({profile.image_size} px), device={device}, seed={SEED}")
         print(f"real data: {run.data_root if run.data_root else 'not found (built-in data only)'}")

@@ -63,7 +63,13 @@ def grid(
             continue
         i = index[k]
         mask = split.masks[i] if split.masks is not None else None
-        show(ax, split.images[i], mask, None if maps is None else maps[i],
-             titles[k] if titles else split.defect_types[i], vmax)
+        show(
+            ax,
+            split.images[i],
+            mask,
+            None if maps is None else maps[i],
+            titles[k] if titles else split.defect_types[i],
+            vmax,
+        )
     fig.tight_layout()
     return fig

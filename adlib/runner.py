@@ -26,8 +26,9 @@ def list_notebooks(only: list[str] | None = None, notebook_dir: Path = NOTEBOOK_
         wanted = {o.strip().zfill(2) for o in only if o.strip()}
         unknown = wanted - {p.name[:2] for p in books}
         if unknown:
-            raise ValueError(f"--only {sorted(unknown)}: no such notebook in {notebook_dir} "
-                             f"(have {[p.name[:2] for p in books]})")
+            raise ValueError(
+                f"--only {sorted(unknown)}: no such notebook in {notebook_dir} (have {[p.name[:2] for p in books]})"
+            )
         books = [p for p in books if p.name[:2] in wanted]
     return books
 
@@ -40,8 +41,10 @@ def _failed_cell(path: Path) -> str:
     for i, cell in enumerate(nb.cells):
         for out in cell.get("outputs", []):
             if out.get("output_type") == "error":
-                return f"cell {i} ({cell.source.strip().splitlines()[0][:60] if cell.source.strip() else ''}): " \
-                       f"{out.get('ename')}: {out.get('evalue')}"
+                return (
+                    f"cell {i} ({cell.source.strip().splitlines()[0][:60] if cell.source.strip() else ''}): "
+                    f"{out.get('ename')}: {out.get('evalue')}"
+                )
     return "unknown cell"
 
 
@@ -70,9 +73,14 @@ def reproduce(
     out_dir = Path(out_dir) if out_dir else REPO_ROOT / "results"
     executed_dir = out_dir / "executed" / profile
     executed_dir.mkdir(parents=True, exist_ok=True)
-    params = {"PROFILE": profile, "DEVICE": device, "SEED": seed, "OUT_DIR": str(out_dir.resolve())}
-    if figures_dir is not None:
-        params["FIGURES_DIR"] = str(Path(figures_dir).resolve())
+    figures_dir = Path(figures_dir) if figures_dir else REPO_ROOT / "figures"
+    params = {
+        "PROFILE": profile,
+        "DEVICE": device,
+        "SEED": seed,
+        "OUT_DIR": str(out_dir.resolve()),
+        "FIGURES_DIR": str(figures_dir.resolve()),
+    }
     if data_root is not None:
         params["DATA_ROOT"] = str(Path(data_root).resolve())
     books = list_notebooks(only, Path(notebook_dir) if notebook_dir is not None else NOTEBOOK_DIR)
@@ -83,8 +91,14 @@ def reproduce(
         t0 = time.perf_counter()
         try:
             pm.execute_notebook(
-                str(book), str(target), parameters=params, cwd=str(book.parent), kernel_name=kernel,
-                progress_bar=False, log_output=False, execution_timeout=cell_timeout,
+                str(book),
+                str(target),
+                parameters=params,
+                cwd=str(book.parent),
+                kernel_name=kernel,
+                progress_bar=False,
+                log_output=False,
+                execution_timeout=cell_timeout,
             )
         except Exception as err:  # papermill raises PapermillExecutionError with the traceback
             where = _failed_cell(target) if target.exists() else "before the first cell"
@@ -123,8 +137,15 @@ def _record_run(path: Path, notebook: str, seconds: float, profile: str, device:
 def main_reproduce(args) -> int:  # noqa: ANN001 - argparse.Namespace
     only = args.only.split(",") if args.only else None
     try:
-        reproduce(args.profile, only, args.data_root, args.device, args.seed, kernel=args.kernel,
-                  cell_timeout=args.cell_timeout)
+        reproduce(
+            args.profile,
+            only,
+            args.data_root,
+            args.device,
+            args.seed,
+            kernel=args.kernel,
+            cell_timeout=args.cell_timeout,
+        )
     except NotebookFailed as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -13,14 +13,7 @@ from adlib.experiments import ScoreGrid, maps_and_scores, overall_metrics, subcl
 from adlib.moe import AdaptedMoEConfig, ablation_configs, fit_ablation, predict
 from adlib.simplenet import SimpleNetConfig
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tensors are tiny: one thread is faster, and immune to other jobs on the machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _category(labels: list[int], subclasses: list[int], masks: np.ndarray | None, size: int = 4) -> ADCategory:

@@ -34,13 +34,7 @@ TINY = AdaptedMoEConfig(expert=SimpleNetConfig(hidden=32), top_k=2)
 FAST = {"steps": 2, "patches_per_step": 64, "router_steps": 2, "router_batch": 4}  # a few steps: bookkeeping tests
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tensors are tiny: one thread is faster, and immune to other jobs on the machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_normalize() -> None:

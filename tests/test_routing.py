@@ -20,14 +20,7 @@ from adlib.routing import (
     update_centers,
 )
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tensors are tiny: one thread is faster, and immune to other jobs on the machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_embedding_is_eq1() -> None:

@@ -15,14 +15,7 @@ from adlib.simplenet import (
     truncated_l1_loss,
 )
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tensors are tiny: one thread is faster, and immune to other jobs on the machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_truncated_l1_loss_by_hand() -> None:
