@@ -34,13 +34,20 @@ def category_features(
     return train, test
 
 
+def maps_and_scores(
+    category: ADCategory, patch_scores: torch.Tensor | np.ndarray, sigma: float = 4.0, score_mode: str = "max"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Patch scores [N, h, w] -> anomaly maps [N, S, S] and image scores [N] (benchmark post-processing)."""
+    maps = to_anomaly_map(patch_scores, category.image_size, sigma)  # [N, S, S]
+    return maps, image_scores(maps, score_mode)  # [N, S, S], [N]
+
+
 def evaluate_patch_scores(
     category: ADCategory, patch_scores: torch.Tensor | np.ndarray, sigma: float = 4.0, score_mode: str = "max"
 ) -> Evaluation:
     """Patch scores [N, h, w] of the test split -> maps, image scores and all metrics."""
     t0 = time.perf_counter()
-    maps = to_anomaly_map(patch_scores, category.image_size, sigma)  # [N, S, S]
-    scores = image_scores(maps, score_mode)  # [N]
+    maps, scores = maps_and_scores(category, patch_scores, sigma, score_mode)  # [N, S, S], [N]
     map_s = time.perf_counter() - t0
     test = category.test
     metrics = compute_metrics(scores, test.labels, maps if test.has_masks else None, test.masks)

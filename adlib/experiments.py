@@ -22,18 +22,11 @@ import torch
 from torch import Tensor
 
 from .data import ADCategory
-from .metrics import image_scores, ranking_metrics, to_anomaly_map
+from .evaluate import maps_and_scores  # noqa: F401  (re-exported for the notebooks)
+from .metrics import ranking_metrics
 from .moe import AdaptedMoE, aggregate_topk, all_expert_scores, routing_weights
 
 SUBCLASS_METRICS = ("I-AUROC", "P-AUROC")
-
-
-def maps_and_scores(
-    category: ADCategory, patch_scores: Tensor | np.ndarray, sigma: float = 4.0, score_mode: str = "max"
-) -> tuple[np.ndarray, np.ndarray]:
-    """Patch scores ``[N, h, w]`` -> anomaly maps ``[N, S, S]`` and image scores ``[N]`` (benchmark post-processing)."""
-    maps = to_anomaly_map(patch_scores, category.image_size, sigma)  # [N, S, S]
-    return maps, image_scores(maps, score_mode)  # [N, S, S], [N]
 
 
 def subclass_metrics(

@@ -396,18 +396,13 @@ def run_ablation(
     train_subclasses: np.ndarray | Tensor | None,
     test_feats: Tensor,
     cfgs: list[AdaptedMoEConfig],
-    steps: int = 200,
-    patches_per_step: int = 1024,
-    device: str | torch.device = "cpu",
-    seed: int = 0,
-    router_steps: int = 100,
-    router_batch: int = 16,
-    progress: bool = False,
+    **train_kwargs: object,
 ) -> list[MoEPrediction]:
-    """Predictions for each config, training each distinct ``training_key`` only once."""
-    models = fit_ablation(
-        train_feats, train_subclasses, cfgs, steps, patches_per_step, device, seed, router_steps, router_batch, progress
-    )
+    """Predictions for each config, training each distinct ``training_key`` only once.
+
+    ``train_kwargs`` are those of :func:`fit_ablation` (steps, patches_per_step, device, seed, ...).
+    """
+    models = fit_ablation(train_feats, train_subclasses, cfgs, **train_kwargs)  # type: ignore[arg-type]
     return [
         predict(models[training_key(c)], test_feats, tta=c.tta, top_k=c.top_k, temperature=c.temperature) for c in cfgs
     ]
