@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from .runner import INACTIVITY_TIMEOUT
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m adlib", description=__doc__)
@@ -19,6 +21,13 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("--seed", type=int, default=0)
     rep.add_argument("--kernel", default=None, help="Jupyter kernel name (default: the notebook's)")
     rep.add_argument("--cell-timeout", type=int, default=None, help="fail a cell that runs longer (seconds)")
+    rep.add_argument(
+        "--inactivity-timeout",
+        type=float,
+        default=INACTIVITY_TIMEOUT,
+        help="fail a cell (and retry its notebook once) after this many seconds with no output, "
+        "no reply and no kernel CPU; 0 turns it off (default: %(default)s)",
+    )
 
     ben = sub.add_parser("bench", help="print throughput, metric timings and peak memory; write results/bench.json")
     ben.add_argument("--profile", choices=["ci", "full"], default="ci")

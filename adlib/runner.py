@@ -3,6 +3,11 @@
 Each notebook runs in `notebooks/` with its `parameters` cell overridden (PROFILE, DEVICE, SEED,
 DATA_ROOT, OUT_DIR); its executed copy, with outputs, goes to `results/executed/<profile>/`.
 The first failing notebook stops the run with the notebook and the cell named.
+
+Notebooks execute through our papermill engine (`adlib.cli.engine`): it cannot miss a message from
+the kernel (the cause of the hangs at the ipywidgets explorers), and a cell that shows no activity
+for `inactivity_timeout` seconds (no output, no reply, no kernel CPU) fails with the notebook and
+cell named; such a notebook is retried once.
 """
 
 from __future__ import annotations
@@ -13,6 +18,9 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+
+
+INACTIVITY_TIMEOUT = 180  # seconds without a message from the kernel and without kernel CPU: a hang
 
 
 class NotebookFailed(RuntimeError):
@@ -59,14 +67,19 @@ def reproduce(
     figures_dir: Path | None = None,
     notebook_dir: Path | None = None,
     cell_timeout: int | None = None,
+    inactivity_timeout: float | None = INACTIVITY_TIMEOUT,
+    retries: int = 1,
 ) -> list[Path]:
     """Execute the notebooks in order; returns the executed copies. Raises NotebookFailed.
 
     `notebook_dir` defaults to `notebooks/` (tests pass a folder of tiny notebooks).
-    `cell_timeout` (seconds) makes a cell that runs longer fail instead of hanging the run.
+    `cell_timeout` (seconds) makes a cell that runs longer fail. `inactivity_timeout` (seconds; None
+    or 0: off) fails a cell that shows no activity for that long; such a notebook is run again up to
+    `retries` times before the run fails.
     """
     import papermill as pm
 
+    from .cli.engine import ENGINE_NAME, CellInactive
     from .config import get_profile
 
     get_profile(profile)  # fail early on a bad profile name
@@ -89,20 +102,29 @@ def reproduce(
         target = executed_dir / book.name
         print(f"[{k}/{len(books)}] {book.name} (profile={profile}) ...", flush=True)
         t0 = time.perf_counter()
-        try:
-            pm.execute_notebook(
-                str(book),
-                str(target),
-                parameters=params,
-                cwd=str(book.parent),
-                kernel_name=kernel,
-                progress_bar=False,
-                log_output=False,
-                execution_timeout=cell_timeout,
-            )
-        except Exception as err:  # papermill raises PapermillExecutionError with the traceback
-            where = _failed_cell(target) if target.exists() else "before the first cell"
-            raise NotebookFailed(f"{book.name} failed at {where}\n  executed copy: {target}") from err
+        for attempt in range(retries + 1):
+            try:
+                pm.execute_notebook(
+                    str(book),
+                    str(target),
+                    parameters=params,
+                    cwd=str(book.parent),
+                    kernel_name=kernel,
+                    engine_name=ENGINE_NAME,
+                    progress_bar=False,
+                    log_output=False,
+                    execution_timeout=cell_timeout,
+                    inactivity_timeout=inactivity_timeout,
+                )
+                break
+            except CellInactive as err:
+                msg = f"{book.name}, {err}"
+                if attempt == retries:
+                    raise NotebookFailed(f"{msg}; gave up after {retries + 1} attempts") from None
+                print(f"    {msg}; running the notebook again", flush=True)
+            except Exception as err:  # papermill raises PapermillExecutionError with the traceback
+                where = _failed_cell(target) if target.exists() else "before the first cell"
+                raise NotebookFailed(f"{book.name} failed at {where}\n  executed copy: {target}") from err
         seconds = time.perf_counter() - t0
         shown = target.relative_to(REPO_ROOT) if target.is_relative_to(REPO_ROOT) else target
         print(f"    done in {seconds:.0f} s -> {shown}", flush=True)
@@ -145,6 +167,7 @@ def main_reproduce(args) -> int:  # noqa: ANN001 - argparse.Namespace
             args.seed,
             kernel=args.kernel,
             cell_timeout=args.cell_timeout,
+            inactivity_timeout=args.inactivity_timeout,
         )
     except NotebookFailed as err:
         print(f"error: {err}", file=sys.stderr)

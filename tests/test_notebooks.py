@@ -26,7 +26,6 @@ def test_notebook_runs_at_ci_profile(
     notebook: Path, tmp_path: Path, shared_cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("ADLIB_CACHE", str(shared_cache))
-    monkeypatch.setenv("MPLBACKEND", "Agg")
     out, figures = tmp_path / "results", tmp_path / "figures"
     [executed] = reproduce("ci", only=[notebook.name[:2]], out_dir=out, figures_dir=figures, cell_timeout=900)
     cells = json.loads(executed.read_text())["cells"]
