@@ -11,6 +11,9 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from .methods.base import TrainBudget
+from .runtime import resolve_device
+
 
 @dataclass(frozen=True)
 class Profile:
@@ -27,11 +30,23 @@ class Profile:
     epochs: int  # training epochs of the learned methods that count epochs
     batch_size: int
     # SimpleNet and the Adapted-MoE experts count optimizer steps of a fixed number of patches, so
-    # the amount of training does not depend on the data set's size or the resolution (adlib.simplenet).
+    # the amount of training does not depend on the data set's size or the resolution (adlib.methods.simplenet).
     train_steps: int = 200  # optimizer steps per SimpleNet / expert
     patches_per_step: int = 256  # patch features per step (the generator adds as many noisy copies)
     router_steps: int = 60  # optimizer steps of the Adapted-MoE routing network
     router_batch: int = 16  # images per routing-network step
+
+    def budget(self, device: str | torch.device = "auto", seed: int = 0, progress: bool = False) -> TrainBudget:
+        """The training budget of this profile on ``device`` (resolved), with ``seed`` and ``progress``."""
+        return TrainBudget(
+            steps=self.train_steps,
+            patches_per_step=self.patches_per_step,
+            router_steps=self.router_steps,
+            router_batch=self.router_batch,
+            device=resolve_device(device),
+            seed=seed,
+            progress=progress,
+        )
 
 
 PROFILES: dict[str, Profile] = {
@@ -77,17 +92,3 @@ def get_profile(name: str, **overrides: object) -> Profile:
     if not isinstance(name, str) or name not in PROFILES:
         raise ValueError(f"PROFILE must be one of {sorted(PROFILES)}, got {name!r} ({type(name).__name__})")
     return replace(PROFILES[name], **overrides) if overrides else PROFILES[name]
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """'auto' -> cuda if available, else cpu; anything else is passed to torch.device."""
-    if isinstance(device, torch.device):
-        return device
-    if not isinstance(device, str):
-        raise TypeError(f"DEVICE must be a string such as 'auto', 'cpu' or 'cuda', got {device!r}")
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"DEVICE={device!r} was asked for, but torch sees no CUDA device")
-    return dev

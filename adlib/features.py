@@ -26,9 +26,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from . import runtime
 from .backbones import DEFAULT_BACKBONE, load_backbone
-from .config import resolve_device
 from .data import ADSplit
+from .runtime import resolve_device
 
 
 @dataclass(frozen=True)
@@ -113,12 +114,6 @@ class FeatureExtractor:
         }
 
 
-def default_cache_dir() -> Path:
-    """$ADLIB_CACHE, else `.cache/features` in the repository root."""
-    env = os.environ.get("ADLIB_CACHE")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / ".cache" / "features"
-
-
 def cached_features(
     extractor: FeatureExtractor,
     split: ADSplit,
@@ -133,7 +128,7 @@ def cached_features(
     the patch size and the resolution, so a change of any of them computes anew. Files are written
     to a temporary name and renamed, so an interrupted run never leaves a half-written cache entry.
     """
-    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    cache_dir = Path(cache_dir) if cache_dir is not None else runtime.cache_dir("features")
     key = extractor.cache_key(split, dataset_key, split_name)
     digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
     safe = dataset_key.replace("/", "__")

@@ -1,9 +1,8 @@
-"""Evaluation: anomaly-map post-processing and the metrics of the multi-class AD benchmarks.
+"""The metrics of the multi-class AD benchmarks, computed from anomaly maps and image scores.
 
 Conventions (those of the benchmark code used by MambaAD and DVAD; see ../shared/papers/README.md):
 
-* patch scores are upsampled to the image size (256 px in the papers) and smoothed with a Gaussian
-  of sigma 4; the image score is the maximum of the map (option: mean of its top 1 %);
+* maps and image scores come from `adlib.maps` (upsampled, sigma 4, max);
 * ground-truth masks are resized and binarised at 0.5 (done by the loaders in `adlib.data`);
 * image metrics (I-AUROC, I-AP, I-F1max) come from image scores, pixel metrics (P-AUROC, P-AP,
   P-F1max, IoU-max) from all pixels of a class, AUPRO from the per-region overlap curve.
@@ -19,38 +18,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from scipy import ndimage
 
 METRIC_NAMES = ("I-AUROC", "I-AP", "I-F1max", "P-AUROC", "P-AP", "P-F1max", "AUPRO", "IoU-max")
-
-
-# ----------------------------------------------------------------------------- post-processing
-def to_anomaly_map(patch_scores: torch.Tensor | np.ndarray, image_size: int, sigma: float = 4.0) -> np.ndarray:
-    """Patch scores [N, h, w] -> anomaly maps [N, S, S]: bilinear upsampling, then a Gaussian blur.
-
-    sigma=4 (truncated at 4 sigma) is the benchmark convention; sigma=0 skips the blur.
-    """
-    s = torch.as_tensor(patch_scores, dtype=torch.float32)
-    if s.ndim != 3:
-        raise ValueError(f"patch_scores must be [N, h, w], got shape {tuple(s.shape)}")
-    up = F.interpolate(s[:, None], size=(image_size, image_size), mode="bilinear", align_corners=False)
-    maps = up[:, 0].numpy()  # [N, S, S]
-    if sigma > 0:
-        maps = ndimage.gaussian_filter(maps, sigma=sigma, axes=(1, 2))
-    return maps.astype(np.float32, copy=False)
-
-
-def image_scores(maps: np.ndarray, mode: str = "max", top_fraction: float = 0.01) -> np.ndarray:
-    """Image score from each map [N, S, S] -> [N]: `max`, or `top1` = mean of the top 1 % of pixels."""
-    flat = maps.reshape(len(maps), -1)  # [N, S*S]
-    if mode == "max":
-        return flat.max(axis=1)
-    if mode == "top1":
-        k = max(1, int(round(flat.shape[1] * top_fraction)))
-        return np.partition(flat, flat.shape[1] - k, axis=1)[:, -k:].mean(axis=1)
-    raise ValueError(f"mode must be 'max' or 'top1', got {mode!r}")
 
 
 # ----------------------------------------------------------------------------- ranking metrics
@@ -136,7 +106,7 @@ def aupro(maps: np.ndarray, masks: np.ndarray, fpr_limit: float = 0.3) -> float:
     u, first = np.unique(-pos, return_index=True)  # distinct values, descending as -u ascending
     u = -u
     pro_ge = np.cumsum(weight)[np.r_[first[1:], len(pos)] - 1] if len(pos) else np.zeros(0)
-    pro_gt = np.r_[0.0, pro_ge[:-1]]
+    pro_gt = np.r_[0.0, pro_ge[:-1]] if len(pro_ge) else np.zeros(0)  # no defect pixel reaches t_star: PRO 0
     # Normal pixels strictly above / at least each value (all such values are >= t_star).
     fpr_gt = (len(top) - np.searchsorted(top, u, side="right")) / n_neg
     fpr_ge = (len(top) - np.searchsorted(top, u, side="left")) / n_neg

@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import os
 import platform
-import random
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .config import Profile, get_profile, resolve_device
+from . import runtime
+from .config import Profile, get_profile
 from .data import find_data_root
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from .methods.base import TrainBudget
+from .runtime import REPO_ROOT, machine_description, resolve_device, seed_everything
 
 
 @dataclass
@@ -60,33 +60,17 @@ class Run:
         fig.savefig(path, dpi=110, bbox_inches="tight")
         return path
 
-    def cache_dir(self) -> Path:
-        return Path(os.environ.get("ADLIB_CACHE", REPO_ROOT / ".cache" / "features"))
+    def cache_dir(self, kind: str = "features") -> Path:
+        return runtime.cache_dir(kind)
+
+    def budget(self, seed: int | None = None, progress: bool = False) -> TrainBudget:
+        """The profile's training budget on this run's device, with this run's seed unless given."""
+        return self.profile.budget(self.device, self.seed if seed is None else seed, progress)
 
 
 def _check(name: str, value: object, types: tuple[type, ...], what: str) -> None:
     if not isinstance(value, types) or isinstance(value, bool) and bool not in types:
         raise TypeError(f"parameter {name} must be {what}, got {value!r} ({type(value).__name__})")
-
-
-def machine_description(device: torch.device | None = None) -> str:
-    """CPU model and core count, plus the GPU when `device` is CUDA: printed with every result."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    text = f"{cpu}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
-    if device is not None and device.type == "cuda":
-        text += f", GPU {torch.cuda.get_device_name(device)}"
-    return text
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def setup(

@@ -7,7 +7,8 @@ import pytest
 from scipy import ndimage
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
-from adlib.metrics import aupro, compute_metrics, image_scores, ranking_metrics, to_anomaly_map, with_mean
+from adlib.maps import image_scores
+from adlib.metrics import aupro, compute_metrics, ranking_metrics, with_mean
 
 
 def brute_force_aupro(maps: np.ndarray, masks: np.ndarray, fpr_limit: float = 0.3) -> float:
@@ -114,21 +115,19 @@ def test_compute_metrics_pixel_level() -> None:
         compute_metrics(image_scores(maps), labels, maps, masks[:, :-1])
 
 
-def test_post_processing() -> None:
-    patch = np.zeros((2, 4, 4), dtype=np.float32)
-    patch[1, 1, 1] = 1.0
-    maps = to_anomaly_map(patch, 32, sigma=4)
-    assert maps.shape == (2, 32, 32) and maps.dtype == np.float32
-    assert maps[0].max() == 0 and maps[1].max() > 0
-    assert np.unravel_index(maps[1].argmax(), (32, 32)) in {(y, x) for y in range(8, 16) for x in range(8, 16)}
-    flat = np.arange(200, dtype=np.float32).reshape(2, 10, 10)
-    assert np.allclose(image_scores(flat, "max"), [99, 199])
-    assert np.allclose(image_scores(flat, "top1"), [99, 199])  # 1 % of 100 pixels = 1 pixel
-    with pytest.raises(ValueError, match="mode"):
-        image_scores(flat, "mean")
 
 
 def test_with_mean_skips_undefined() -> None:
     rows = [{"category": "a", "I-AUROC": 0.8, "AUPRO": float("nan")}, {"category": "b", "I-AUROC": 0.6, "AUPRO": 0.5}]
     mean = with_mean(rows)[-1]
     assert mean["category"] == "mean" and mean["I-AUROC"] == pytest.approx(0.7) and mean["AUPRO"] == 0.5
+
+
+def test_aupro_when_no_defect_pixel_reaches_the_fpr_limit() -> None:
+    """One 2x2 defect scored 0, every other pixel 1: PRO is 0 up to FPR 0.3, so AUPRO is 0 (was a ValueError)."""
+    maps = np.ones((1, 8, 8), dtype=np.float32)
+    masks = np.zeros((1, 8, 8), dtype=bool)
+    masks[0, 2:4, 2:4] = True
+    maps[masks] = 0.0
+    assert aupro(maps, masks) == 0.0
+    assert brute_force_aupro(maps, masks) == 0.0

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from adlib.runner import list_notebooks, reproduce
+from adlib.cli.reproduce import list_notebooks, reproduce
 
 NOTEBOOKS = list_notebooks()
 

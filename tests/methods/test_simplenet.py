@@ -1,0 +1,113 @@
+"""SimpleNet: the truncated l1 loss by hand, shapes, determinism, and a behavioural check."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from adlib.methods.base import TrainBudget, flatten_patches
+from adlib.methods.simplenet import SimpleNet, SimpleNetConfig, fit, noise_sigma
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_modules_and_defaults() -> None:
+    cfg = SimpleNetConfig()
+    assert (cfg.noise_std, cfg.margin, cfg.hidden) == (0.015, 0.5, 1024)
+    net = SimpleNet(12, cfg)
+    assert isinstance(net.adaptor, torch.nn.Linear) and net.adaptor.weight.shape == (12, 12)
+    body = list(net.discriminator.body)
+    assert isinstance(body[0], torch.nn.Linear) and body[0].out_features == 1024
+    assert isinstance(body[1], torch.nn.BatchNorm1d)
+    assert isinstance(body[2], torch.nn.LeakyReLU) and body[2].negative_slope == 0.2
+    assert net.discriminator.tail.out_features == 1
+
+
+def test_score_is_minus_discriminator_and_uses_hook() -> None:
+    g = torch.Generator().manual_seed(0)
+    feats = torch.randn(3, 6, 4, 5, generator=g)  # [N, C, h, w]
+    net = SimpleNet(6, SimpleNetConfig(hidden=16))
+    net.reset_parameters(torch.Generator().manual_seed(1))
+    s = net.score(feats)
+    assert s.shape == (3, 4, 5)
+    net.eval()
+    with torch.no_grad():
+        expect = -net(flatten_patches(feats)).reshape(3, 4, 5)
+    torch.testing.assert_close(s, expect)
+    net.features_transform = lambda x: 2 * x  # hook applied before the adaptor
+    with torch.no_grad():
+        expect2 = -net(flatten_patches(2 * feats)).reshape(3, 4, 5)
+    torch.testing.assert_close(net.score(feats), expect2)
+    torch.testing.assert_close(net.score(feats, transform=False), expect)
+
+
+def test_training_is_deterministic() -> None:
+    g = torch.Generator().manual_seed(0)
+    feats = torch.randn(8, 6, 4, 4, generator=g)
+    cfg = SimpleNetConfig(hidden=32)
+    a = fit(feats, cfg, TrainBudget(steps=8, patches_per_step=32, seed=3)).score(feats)
+    b = fit(feats, cfg, TrainBudget(steps=8, patches_per_step=32, seed=3)).score(feats)
+    c = fit(feats, cfg, TrainBudget(steps=8, patches_per_step=32, seed=4)).score(feats)
+    torch.testing.assert_close(a, b)
+    assert not torch.allclose(a, c)
+
+
+def _low_rank_gaussian(n: int, shift: float, g: torch.Generator, basis: torch.Tensor, mu: torch.Tensor):
+    """Gaussian patch features on a 2-d affine subspace of R^16; `shift` moves them off it."""
+    c, r = basis.shape[0], 2
+    z = torch.randn(n, 8, 8, r, generator=g)  # [N, h, w, r]
+    f = mu + z @ basis[:, :r].T  # [N, h, w, C]
+    if shift:
+        e = torch.randn(n, 8, 8, c - r, generator=g)
+        f = f + shift * (e / e.norm(dim=-1, keepdim=True)) @ basis[:, r:].T
+    return f.permute(0, 3, 1, 2).contiguous()  # [N, C, h, w]
+
+
+def test_scores_shifted_features_higher() -> None:
+    # Normal features: Gaussian on a low-dimensional subspace (as real features lie near a
+    # manifold); anomalies: the same plus a 0.2 step off the subspace. SimpleNet's noise teaches
+    # the discriminator what "off the normal set" looks like.
+    g = torch.Generator().manual_seed(0)
+    basis, _ = torch.linalg.qr(torch.randn(16, 16, generator=g))
+    mu = 0.5 * torch.randn(16, generator=g)
+    train = _low_rank_gaussian(32, 0.0, g, basis, mu)
+    normal = _low_rank_gaussian(8, 0.0, g, basis, mu)
+    shifted = _low_rank_gaussian(8, 0.2, g, basis, mu)
+    net = fit(train, SimpleNetConfig(hidden=256), TrainBudget(steps=200, patches_per_step=512, seed=0))
+    s_n, s_a = net.score(normal).flatten(), net.score(shifted).flatten()
+    y = torch.cat([torch.zeros_like(s_n), torch.ones_like(s_a)])
+    assert roc_auc_score(y.numpy(), torch.cat([s_n, s_a]).numpy()) > 0.9
+
+
+def test_noise_sigma_by_hand() -> None:
+    patches = torch.tensor([[3.0, 4.0], [0.0, 1.0]])  # norms 5 and 1, mean 3
+    assert noise_sigma(patches, SimpleNetConfig()) == 0.015
+    assert noise_sigma(patches, SimpleNetConfig(noise_scale="patch_norm")) == pytest.approx(0.045)
+    assert noise_sigma(patches, SimpleNetConfig(noise_std=0.1, noise_scale="patch_norm")) == pytest.approx(0.3)
+    with pytest.raises(ValueError, match="noise_scale"):
+        noise_sigma(patches, SimpleNetConfig(noise_scale="relative"))
+
+
+def test_training_counts_steps_and_records_loss() -> None:
+    g = torch.Generator().manual_seed(0)
+    feats = 10 * torch.randn(3, 6, 4, 4, generator=g)  # 48 patches
+    cfg = SimpleNetConfig(hidden=16, noise_scale="patch_norm")
+    net = fit(feats, cfg, TrainBudget(steps=7, patches_per_step=20, seed=0))  # reshuffles after 2 steps
+    assert net.loss_history.shape == (7,) and torch.isfinite(net.loss_history).all()
+    assert net.noise_sigma == pytest.approx(0.015 * float(flatten_patches(feats).norm(dim=1).mean()), rel=1e-5)
+    assert not net.training
+    big = fit(feats, cfg, TrainBudget(steps=3, patches_per_step=10_000, seed=0))  # capped at all 48 patches
+    assert big.loss_history.shape == (3,)
+    with pytest.raises(ValueError):
+        fit(feats, cfg, TrainBudget(steps=0))
+
+
+def test_patch_norm_scale_is_the_identity_on_unit_norm_features() -> None:
+    g = torch.Generator().manual_seed(1)
+    feats = torch.randn(4, 6, 3, 3, generator=g)
+    feats = feats / feats.norm(dim=1, keepdim=True)  # every patch has norm 1: "patch_norm" = "absolute"
+    budget = TrainBudget(steps=5, patches_per_step=16, seed=2)
+    a = fit(feats, SimpleNetConfig(hidden=16), budget)
+    b = fit(feats, SimpleNetConfig(hidden=16, noise_scale="patch_norm"), budget)
+    torch.testing.assert_close(a.score(feats), b.score(feats))
