@@ -11,7 +11,7 @@ an expert again. That is what makes the notebooks' widgets instant and the ablat
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import astuple, dataclass, field, replace
 
 import numpy as np
@@ -39,7 +39,11 @@ ABLATION_FLAGS: list[tuple[bool, bool, bool]] = [
 
 
 def training_key(cfg: AdaptedMoEConfig) -> tuple:
-    """What determines the trained model; configs with equal keys share one training."""
+    """What determines the trained model; configs with equal keys share one training.
+
+    Coarser than ``adapted_moe.trained_config``: without MoE the routing loss and router settings do
+    not matter either.
+    """
     router = astuple(cfg.router) if cfg.moe else None
     return (cfg.moe, cfg.norm, cfg.routing_loss if cfg.moe else None, astuple(cfg.expert), router)
 
@@ -55,16 +59,20 @@ def fit_ablation(
     cfgs: Sequence[AdaptedMoEConfig],
     budget: TrainBudget = TrainBudget(),
     subclasses: np.ndarray | Tensor | None = None,
+    fit: Callable[..., AdaptedMoE] | None = None,
 ) -> dict[tuple, AdaptedMoE]:
     """One trained model per distinct ``training_key`` of ``cfgs`` (4 for Table 3's 8 configs).
 
-    Same arguments as ``adapted_moe.fit``, with a list of configs in place of one.
+    Same arguments as ``adapted_moe.fit``, with a list of configs in place of one. ``fit`` (default
+    ``adapted_moe.fit``) is called as ``fit(train_feats, cfg, budget, subclasses=...)``: pass
+    ``functools.partial(adlib.evaluate.fit_cached, "adapted_moe", data_key=...)`` to use the model cache.
     """
+    fit = fit or adapted_moe.fit
     models: dict[tuple, AdaptedMoE] = {}
     for cfg in tqdm(cfgs, desc="ablation", disable=not budget.progress, leave=False):
         key = training_key(cfg)
         if key not in models:
-            models[key] = adapted_moe.fit(train_feats, cfg, budget, subclasses)
+            models[key] = fit(train_feats, cfg, budget, subclasses=subclasses)
     return models
 
 

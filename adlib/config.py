@@ -27,14 +27,13 @@ class Profile:
     max_real_train: int | None  # cap on real train images per class (None: all)
     max_real_test: int | None  # cap on real test images per class (None: all)
     coreset_ratio: float  # PatchCore memory-bank fraction kept by the greedy coreset
-    epochs: int  # training epochs of the learned methods that count epochs
-    batch_size: int
     # SimpleNet and the Adapted-MoE experts count optimizer steps of a fixed number of patches, so
     # the amount of training does not depend on the data set's size or the resolution (adlib.methods.simplenet).
     train_steps: int = 200  # optimizer steps per SimpleNet / expert
     patches_per_step: int = 256  # patch features per step (the generator adds as many noisy copies)
     router_steps: int = 60  # optimizer steps of the Adapted-MoE routing network
     router_batch: int = 16  # images per routing-network step
+    seeds: int = 1  # training seeds per learned model (SEED, SEED + 1, ...); tables give mean and sd
 
     def budget(self, device: str | torch.device = "auto", seed: int = 0, progress: bool = False) -> TrainBudget:
         """The training budget of this profile on ``device`` (resolved), with ``seed`` and ``progress``."""
@@ -59,13 +58,13 @@ PROFILES: dict[str, Profile] = {
         max_real_train=48,
         max_real_test=48,
         coreset_ratio=0.1,
-        epochs=4,
-        batch_size=16,
-        # ~2 s per SimpleNet on 1 busy CPU core; ~1.25 passes over the 41k patches of texture_shift
+        # 200 steps x 256 patches: ~1.25 passes over texture_shift's 41k training patches (one SimpleNet),
+        # ~6 over one subclass's 8k (an expert)
         train_steps=200,
         patches_per_step=256,
         router_steps=60,  # 6 passes over the 160 training images
         router_batch=16,
+        seeds=1,
     ),
     "full": Profile(
         name="full",
@@ -76,13 +75,13 @@ PROFILES: dict[str, Profile] = {
         max_real_train=None,
         max_real_test=None,
         coreset_ratio=0.01,  # PatchCore's 1 % setting: a 10 % bank takes minutes per class on a CPU
-        epochs=40,
-        batch_size=32,
-        # ~25 s per SimpleNet on a CPU core (seconds on a GPU)
+        # 600 steps x 1024 patches: ~0.6 passes over texture_shift's 1M training patches (one SimpleNet),
+        # ~3 over one subclass's 205k (an expert); timings: `python -m adlib bench --profile full`
         train_steps=600,
         patches_per_step=1024,
-        router_steps=150,
+        router_steps=150,  # 15 passes over the 1000 training images of texture_shift's seen subclasses
         router_batch=16,
+        seeds=3,  # the papers report means of 3 runs
     ),
 }
 

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .cache import cached, digest
 from .data import ADCategory
 from .features import FeatureExtractor, cached_features
 from .maps import DEFAULT_SIGMA, maps_and_scores
@@ -48,6 +49,41 @@ def category_features(
     train = cached_features(extractor, category.train, category.key, "train", cache_dir, progress)
     test = cached_features(extractor, category.test, category.key, "test", cache_dir, progress)
     return train, test
+
+
+def feature_key(category: ADCategory, extractor: FeatureExtractor, split: str = "train") -> str:
+    """A short hash of what a split's features are made of: data set, image content, backbone, layers, size."""
+    images = category.train if split == "train" else category.test
+    return digest(extractor.cache_key(images, category.key, split))
+
+
+def fit_cached(
+    method: str | Method,
+    train_feats: torch.Tensor,
+    cfg: object,
+    budget: TrainBudget,
+    *,
+    data_key: str,
+    **extra: object,
+) -> Any:
+    """``METHODS[method].fit(train_feats, cfg, budget, **extra)``, kept in the model cache (``adlib.cache``).
+
+    The key is everything that determines the model: the method, the trained part of its config
+    (``repr``; test-time switches are applied after loading), the budget's training lengths and seed,
+    ``data_key`` (:func:`feature_key` of the training split) and the extra arguments (arrays by
+    content). Device and progress bars are not part of it.
+    """
+    spec = METHODS[method] if isinstance(method, str) else method
+    trained = spec.trained_config(cfg)
+    key = {
+        "method": spec.name,
+        "cfg": repr(trained),
+        "budget": [budget.steps, budget.patches_per_step, budget.router_steps, budget.router_batch, budget.seed],
+        "data": data_key,
+        "extra": {k: digest(v) if isinstance(v, np.ndarray | torch.Tensor) else repr(v) for k, v in extra.items()},
+    }
+    model = cached("models", key, lambda: spec.fit(train_feats, trained, budget, **extra), map_location=budget.device)
+    return spec.with_test_time(model, cfg)
 
 
 def evaluate_patch_scores(
@@ -77,17 +113,23 @@ def run_method(
     test_feats: torch.Tensor,
     budget: TrainBudget,
     cfg: object | None = None,
+    data_key: str | None = None,
 ) -> Evaluation:
     """Fit ``method`` (a name of ``METHODS``) on ``train_feats``, score ``test_feats``, evaluate; timed.
 
     ``cfg`` defaults to the method's config with the paper's defaults. A method that learns from
-    subclass labels gets ``category.train.subclasses`` (None where the category has none).
+    subclass labels gets ``category.train.subclasses`` (None where the category has none). With a
+    ``data_key`` (:func:`feature_key`) the fitted model comes from the model cache when it is there
+    (:func:`fit_cached`; ``fit_s`` is then the time to load it).
     """
     spec = METHODS[method] if isinstance(method, str) else method
     cfg = spec.config() if cfg is None else cfg
     extra = {"subclasses": category.train.subclasses} if spec.needs_subclasses else {}
     t0 = time.perf_counter()
-    model = spec.fit(train_feats, cfg, budget, **extra)
+    if data_key is None:
+        model = spec.fit(train_feats, cfg, budget, **extra)
+    else:
+        model = fit_cached(spec, train_feats, cfg, budget, data_key=data_key, **extra)
     _sync(budget.device)
     t1 = time.perf_counter()
     patch_scores = model.score(test_feats)  # [N, h, w]
@@ -157,3 +199,34 @@ def overall_metrics(category: ADCategory, scores: np.ndarray, maps: np.ndarray |
     if maps is not None and test.masks is not None:
         out["P-AUROC"] = ranking_metrics(maps, test.masks)["AUROC"]
     return out
+
+
+def probe_accuracy(feats: torch.Tensor, labels: np.ndarray, folds: int = 5, seed: int = 0) -> float:
+    """How separable classes are: mean cross-validated accuracy of a linear probe on GAP features.
+
+    ``feats: [N, C, h, w]`` (global-average-pooled here) or ``[N, C]``; a standardised logistic
+    regression, stratified ``folds``-fold cross-validation. Used on *training* images only, to fix the
+    strength of the subtle texture_shift variant (``adlib.data.synthetic.shift.SUBTLE_STRENGTH``).
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x = feats.mean(dim=(2, 3)) if feats.ndim == 4 else feats  # [N, C]
+    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    return float(cross_val_score(probe, x.numpy(), np.asarray(labels), cv=cv).mean())
+
+
+def evaluate_subclasses(
+    category: ADCategory, patch_scores: torch.Tensor | np.ndarray
+) -> tuple[list[dict[str, object]], dict[str, float]]:
+    """Patch scores [N, h, w] of the test split -> per-subclass rows and their seen / unseen means.
+
+    The post-processing of `adlib.maps` (benchmark convention), then :func:`subclass_metrics` and
+    :func:`subclass_means`: the paper's protocol in one call.
+    """
+    maps, scores = maps_and_scores(patch_scores, category.image_size)  # [N, S, S], [N]
+    rows = subclass_metrics(category, scores, maps)
+    return rows, subclass_means(rows)

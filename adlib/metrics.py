@@ -11,6 +11,9 @@ All ranking metrics are exact and vectorised: one sort of the negatives, one of 
 then `searchsorted`. The curves only change at positive scores, so AP, F1max and IoU-max are
 evaluated there; AUROC is the Mann-Whitney statistic with ties counted one half. They agree with
 scikit-learn to float precision (see tests/test_metrics.py) and are much faster on 10^7 pixels.
+
+Non-finite scores are refused (:func:`adlib.maps.check_finite`): a NaN would sort as the highest
+score and give a plausible, wrong number.
 """
 
 from __future__ import annotations
@@ -20,16 +23,20 @@ import math
 import numpy as np
 from scipy import ndimage
 
+from .maps import check_finite
+
 METRIC_NAMES = ("I-AUROC", "I-AP", "I-F1max", "P-AUROC", "P-AP", "P-F1max", "AUPRO", "IoU-max")
 
 
 # ----------------------------------------------------------------------------- ranking metrics
-def ranking_metrics(scores: np.ndarray, targets: np.ndarray) -> dict[str, float]:
+def ranking_metrics(scores: np.ndarray, targets: np.ndarray, what: str = "scores") -> dict[str, float]:
     """AUROC, AP, F1max and IoU-max of `scores` against binary `targets` (any shape, flattened).
 
     IoU-max is max over thresholds of TP / (TP + FP + FN): the best achievable overlap of the
-    thresholded map with the ground truth, over all pixels together.
+    thresholded map with the ground truth, over all pixels together. Non-finite scores raise a
+    ValueError that starts with `what` and names the images (first axis) that hold them.
     """
+    check_finite(scores, what)
     scores = np.asarray(scores).ravel()
     targets = np.asarray(targets).ravel().astype(bool)
     if scores.shape != targets.shape:
@@ -83,6 +90,7 @@ def aupro(maps: np.ndarray, masks: np.ndarray, fpr_limit: float = 0.3) -> float:
         raise ValueError(f"fpr_limit must be in (0, 1], got {fpr_limit}")
     if maps.ndim == 2:
         maps, masks = maps[None], masks[None]
+    check_finite(maps, "anomaly maps")
     regions, n_regions = ndimage.label(masks, structure=_IN_PLANE_8)  # [N, H, W] int
     neg = maps[~masks]  # [Q]
     n_neg = len(neg)
@@ -138,12 +146,15 @@ def compute_metrics(
     masks: np.ndarray | None = None,
     fpr_limit: float = 0.3,
 ) -> dict[str, float]:
-    """All metrics of one class. Pixel metrics are NaN (undefined, not zero) without masks."""
+    """All metrics of one class. Pixel metrics are NaN (undefined, not zero) without masks.
+
+    Non-finite image scores or maps raise a ValueError naming how many values and which images.
+    """
     labels = np.asarray(labels).astype(bool)
     scores = np.asarray(scores, dtype=np.float64)
     if scores.shape != labels.shape:
         raise ValueError(f"scores {scores.shape} and labels {labels.shape} must match")
-    img = ranking_metrics(scores, labels)
+    img = ranking_metrics(scores, labels, "image scores")
     out = {"I-AUROC": img["AUROC"], "I-AP": img["AP"], "I-F1max": img["F1max"]}
     nan = float("nan")
     if maps is None or masks is None:
@@ -151,7 +162,7 @@ def compute_metrics(
         return out
     if maps.shape != masks.shape:
         raise ValueError(f"maps {maps.shape} and masks {masks.shape} must have the same shape")
-    pix = ranking_metrics(maps, masks)
+    pix = ranking_metrics(maps, masks, "anomaly maps")
     out.update({"P-AUROC": pix["AUROC"], "P-AP": pix["AP"], "P-F1max": pix["F1max"]})
     out["AUPRO"] = aupro(maps, masks, fpr_limit)
     out["IoU-max"] = pix["IoU-max"]

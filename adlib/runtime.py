@@ -12,6 +12,7 @@ import torch
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CACHE_ENV = "ADLIB_CACHE"
+OUTPUTS_LOG_ENV = "ADLIB_OUTPUTS_LOG"  # set by `python -m adlib reproduce`: the file listing what a notebook wrote
 
 
 def cache_dir(kind: str = "features") -> Path:
@@ -25,6 +26,26 @@ def cache_dir(kind: str = "features") -> Path:
         root = Path(env).expanduser()
         return root if kind == "features" else root.parent / f"{root.name}_{kind}"
     return REPO_ROOT / ".cache" / kind
+
+
+def write_atomic(path: str | Path, data: str | bytes) -> Path:
+    """Write `data` to `path` through a temporary file in the same folder and a rename.
+
+    A reader (or a later run) sees the old file or the new one, never half of one; a run killed in
+    the middle leaves at most a hidden ``.<name>.tmp<pid>`` file beside it.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        if isinstance(data, bytes):
+            tmp.write_bytes(data)
+        else:
+            tmp.write_text(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:

@@ -12,6 +12,7 @@ from adlib.data import ADCategory, ADSplit
 from adlib.evaluate import overall_metrics, run_method, subclass_means, subclass_metrics
 from adlib.methods import METHODS
 from adlib.methods.adapted_moe import AdaptedMoEConfig
+from adlib.methods.anomaly_moe import AnomalyMoEConfig
 from adlib.methods.base import TrainBudget
 from adlib.methods.simplenet import SimpleNetConfig
 from adlib.metrics import METRIC_NAMES
@@ -85,6 +86,7 @@ def test_run_method_is_one_path_for_every_method() -> None:
         "patchcore": None,
         "simplenet": SimpleNetConfig(hidden=16, noise_scale="patch_norm"),
         "adapted_moe": AdaptedMoEConfig(expert=SimpleNetConfig(hidden=16), pseudo_subclasses=2, top_k=1),
+        "anomaly_moe": AnomalyMoEConfig(experts_per_level=2, router_hidden=8, patch_hidden=4, global_hidden=8),
     }
     assert set(configs) == set(METHODS)
     for name, cfg in configs.items():

@@ -10,7 +10,7 @@ import torch
 
 from adlib import features
 from adlib.data import ADSplit
-from adlib.features import FeatureConfig, FeatureExtractor, aggregate, cached_features, to_input
+from adlib.features import PADDINGS, FeatureConfig, FeatureExtractor, aggregate, cached_features, local_mean, to_input
 
 SIZE = 64  # px; Lite0 strides 8 and 16 give 8x8 and 4x4 maps
 CHANNELS = 40 + 112  # Lite0 out_indices (2, 3)
@@ -101,17 +101,17 @@ def test_extractor_is_batch_size_independent(extractor: FeatureExtractor) -> Non
 
 
 class CallCounter:
-    """Counts runs of FeatureExtractor.__call__ (i.e. of the backbone)."""
+    """Counts runs of FeatureExtractor.pyramid (i.e. of the backbone)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.calls = 0
-        original = FeatureExtractor.__call__
+        original = FeatureExtractor.pyramid
 
-        def counting(extractor: FeatureExtractor, images: np.ndarray, progress: bool = False) -> torch.Tensor:
+        def counting(extractor: FeatureExtractor, images: np.ndarray, progress: bool = False) -> list[torch.Tensor]:
             self.calls += 1
             return original(extractor, images, progress)
 
-        monkeypatch.setattr(FeatureExtractor, "__call__", counting)
+        monkeypatch.setattr(FeatureExtractor, "pyramid", counting)
 
 
 def cache_files(cache_dir: Path) -> list[Path]:
@@ -180,3 +180,31 @@ def test_failed_write_leaves_no_tmp(
         cached_features(extractor, make_split(1), "demo/cat", "train", cache_dir=tmp_path)
     assert not cache_files(tmp_path)  # no half-written entry ...
     assert no_tmp_left(tmp_path)  # ... and no leftover temporary file
+
+
+def test_padding_and_patch_size_are_applied_on_reading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One cached entry of stage maps serves every padding and patch size (and equals a direct extraction)."""
+    counter = CallCounter(monkeypatch)
+    split = make_split(2)
+    outs = {}
+    for padding in PADDINGS:
+        ext = FeatureExtractor(FeatureConfig(padding=padding), device="cpu")
+        outs[padding] = cached_features(ext, split, "demo/cat", "train", cache_dir=tmp_path)
+        torch.testing.assert_close(outs[padding], ext(split.images), atol=1e-5, rtol=1e-4)
+    assert counter.calls == 1 + len(PADDINGS) and len(cache_files(tmp_path)) == 1  # 1 cached + 3 direct runs
+    inner = (slice(None), slice(0, 40), slice(1, -1), slice(1, -1))  # stage 2 (40 ch) inside its outer ring
+    torch.testing.assert_close(outs["exclude"][inner], outs["zeros"][inner])  # only the border differs
+    assert not torch.allclose(outs["exclude"], outs["zeros"])
+
+
+def test_local_mean_at_the_border_by_hand() -> None:
+    x = torch.arange(9, dtype=torch.float32).reshape(1, 1, 3, 3)  # [[0,1,2],[3,4,5],[6,7,8]]
+    # corner (0, 0): inside the window are 0, 1, 3, 4
+    assert local_mean(x, 3, "exclude")[0, 0, 0, 0] == pytest.approx((0 + 1 + 3 + 4) / 4)
+    assert local_mean(x, 3, "zeros")[0, 0, 0, 0] == pytest.approx((0 + 1 + 3 + 4) / 9)
+    # reflect mirrors without repeating the edge: row -1 is row 1, column -1 is column 1
+    assert local_mean(x, 3, "reflect")[0, 0, 0, 0] == pytest.approx((4 + 3 + 4 + 1 + 0 + 1 + 4 + 3 + 4) / 9)
+    for padding in PADDINGS:
+        assert local_mean(x, 3, padding)[0, 0, 1, 1] == pytest.approx(4.0)  # the centre sees no padding
+    with pytest.raises(ValueError, match="padding must be one of"):
+        local_mean(x, 3, "edge")

@@ -19,8 +19,9 @@ def test_get_profile_rejects_unknown(name: object) -> None:
 
 
 def test_get_profile_overrides() -> None:
-    assert get_profile("ci", epochs=1).epochs == 1
-    assert get_profile("ci").epochs == 4  # the shared profile is not changed
+    assert get_profile("ci", train_steps=1).train_steps == 1
+    assert get_profile("ci").train_steps == 200  # the shared profile is not changed
+    assert (get_profile("ci").seeds, get_profile("full").seeds) == (1, 3)
 
 
 def test_resolve_device() -> None:

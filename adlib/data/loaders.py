@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import os
+import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -52,8 +53,16 @@ def _image_hw(path: Path) -> tuple[int, int]:
         raise ValueError(f"{path}: cannot read image ({type(e).__name__}: {e})") from e
 
 
+def check_image_size(image_size: object, name: str = "image_size") -> int:
+    """`image_size` as a positive int, else a ValueError naming the parameter."""
+    if isinstance(image_size, bool) or not isinstance(image_size, int | np.integer) or image_size < 1:
+        raise ValueError(f"{name} must be a positive integer (pixels of the square side), got {image_size!r}")
+    return int(image_size)
+
+
 def read_image(path: str | Path, size: int) -> np.ndarray:
     """Read an image file as RGB, resized (bilinear, antialiased) to a square: uint8 [S, S, 3]."""
+    size = check_image_size(size, "size")
     im = _open_image(Path(path), "RGB")
     return np.asarray(im.resize((size, size), Image.BILINEAR), dtype=np.uint8)  # [S, S, 3]
 
@@ -71,11 +80,12 @@ def read_mask(
     the mask's image at its original size; a mask of another size is an error that names both files.
     """
     path = Path(path)
+    size = check_image_size(size, "size")
     im = _open_image(path, None)  # as stored: palette indices and 16-bit labels stay as they are
     if expected_hw is not None and (im.height, im.width) != tuple(expected_hw):
-        of_image = f" of image {image_path}" if image_path is not None else ""
+        image = f"its image {image_path}" if image_path is not None else "its image"
         raise ValueError(
-            f"{path}: mask is {im.height}x{im.width} (HxW) but the image{of_image} is {expected_hw[0]}x{expected_hw[1]}"
+            f"{path}: mask is {im.height}x{im.width} (HxW) but {image} is {expected_hw[0]}x{expected_hw[1]}"
         )
     values = np.asarray(im)
     if values.ndim == 3:  # an RGB(A) mask: defective where any colour channel is non-zero
@@ -160,6 +170,13 @@ def _read_mask_source(mask: MaskSource, image_path: Path, size: int) -> np.ndarr
     out = np.zeros((size, size), dtype=bool)
     for f in files:
         out |= read_mask(f, size, expected_hw=hw, image_path=image_path)
+    # Only defective images have mask files; one without a defect pixel is a labelling error. (A defect
+    # that vanishes in the resize is not: read_mask documents it.)
+    if not out.any() and not any(np.asarray(_open_image(Path(f), None)).any() for f in files):
+        warnings.warn(
+            f"{files[0]}: the mask of defective image {image_path} is all black; its pixels all count as normal",
+            stacklevel=2,
+        )
     return out
 
 
@@ -211,8 +228,8 @@ def _build_category(
 
 
 def _category_dir(root: str | Path, category: str, layout: str) -> Path:
-    """`<root>/<category>`, with errors that say what exists instead."""
-    root = Path(root)
+    """`<root>/<category>` (`~` expanded), with errors that say what exists instead."""
+    root = Path(root).expanduser()
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: data root not found (expected the layout {layout})")
     folder = root / category
@@ -287,6 +304,7 @@ def _load_mvtec_layout(
     dataset: str | None,
 ) -> ADCategory:
     """The one reader of the MVTec layout; `mask_lookup` says where a defective image's mask is."""
+    check_image_size(image_size)
     folder = _category_dir(root, category, layout)
     has_gt = (folder / "ground_truth").is_dir()
     train, test = _mvtec_records(folder, 0, mask_lookup, has_gt)
@@ -350,7 +368,8 @@ def load_visa(
     to `root` (e.g. `candle/Data/Images/Normal/0000.JPG`, `candle/Data/Masks/Anomaly/000.png`, where
     a non-zero pixel is defective). Anomalous rows of the train split, if any, are left out.
     """
-    root = Path(root)
+    check_image_size(image_size)
+    root = Path(root).expanduser()
     csv_path = root / "split_csv" / "1cls.csv"
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: VisA root not found (expected {csv_path.name} in <root>/split_csv/)")
@@ -411,6 +430,7 @@ def load_texture_ad(
     `unseen_subclasses`): its images appear only at test time, the setting of Adapted-MoE.
     Masks are None only if no subclass has a ground_truth folder. Caps are stratified by subclass.
     """
+    check_image_size(image_size)
     folder = _category_dir(root, category, "<root>/<category>/<subclass>/{train/good, test/<type>, ground_truth}")
     names = [s for s in _subdirs(folder) if (folder / s / "train").is_dir() or (folder / s / "test").is_dir()]
     if not names:

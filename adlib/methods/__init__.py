@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import adapted_moe, patchcore, simplenet
+from . import adapted_moe, anomaly_moe, dvad, patchcore, simplenet
 from .base import TrainBudget
 
 
@@ -22,6 +22,10 @@ class Method:
     config: type  # called without arguments: the paper's defaults
     fit: Callable  # fit(train_feats, cfg, budget, **extra) -> model with .score(feats) -> [N, h, w]
     needs_subclasses: bool = False  # fit takes subclasses=[N] labels (None: the method makes its own)
+    # For the model cache: the part of a config that determines the trained model, and how to put a
+    # trained model under a config's test-time switches (identity for methods without such switches).
+    trained_config: Callable[[object], object] = lambda cfg: cfg
+    with_test_time: Callable[[object, object], object] = lambda model, cfg: model
 
 
 METHODS: dict[str, Method] = {
@@ -29,7 +33,18 @@ METHODS: dict[str, Method] = {
     for m in (
         Method("patchcore", patchcore.PatchCoreConfig, patchcore.fit),
         Method("simplenet", simplenet.SimpleNetConfig, simplenet.fit),
-        Method("adapted_moe", adapted_moe.AdaptedMoEConfig, adapted_moe.fit, needs_subclasses=True),
+        Method(
+            "adapted_moe",
+            adapted_moe.AdaptedMoEConfig,
+            adapted_moe.fit,
+            needs_subclasses=True,
+            trained_config=adapted_moe.trained_config,
+            with_test_time=adapted_moe.with_test_time,
+        ),
+        Method("anomaly_moe", anomaly_moe.AnomalyMoEConfig, anomaly_moe.fit),
+        Method(
+            "dvad", dvad.DVADConfig, dvad.fit, trained_config=dvad.trained_config, with_test_time=dvad.with_test_time
+        ),
     )
 }
 

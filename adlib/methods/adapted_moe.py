@@ -34,8 +34,9 @@ on). So TTA is an AdaIN-like per-channel re-standardisation that leaves a typica
 the subclass nearly unchanged. Eq. (6) is the L2 norm over channels of each patch. Without MoE, TTA
 uses the centre/std of all training features; Norm without MoE just normalises the features.
 With TTA on and Norm off, eq. (6) still L2-normalises, so the experts (trained on raw features) see
-unit-norm inputs only at test time: that is the paper's definition, and Table 3's TTA-without-Norm
-rows measure exactly this mismatch.
+unit-norm inputs only at test time: that is our reading of the paper's definition, and Table 3's
+TTA-without-Norm rows measure exactly this mismatch; ``tta_l2_without_norm=False`` is the other
+reading (eq. 6 only with Norm), reported as extra rows.
 
 **Ablations without retraining.** Only ``moe``, ``norm``, ``routing_loss`` and the sub-configs
 change what is trained; ``tta``, ``top_k`` and the routing temperature are test-time switches of
@@ -81,6 +82,9 @@ class AdaptedMoEConfig:
     routing_loss: str = "center"  # "softmax" | "center" (eq. 2) | "ranked_list"
     temperature: float = 1.0  # routing softmax temperature (paper: 1; test time only)
     tta_eps: float = 1e-6  # floor on std(x) in eq. (5)
+    # Eq. (6) after eq. (5) even when Norm is off (our reading of the paper: TTA is eq. 5 *and* 6);
+    # False is the other reading, eq. (6) only with Norm. Test time only.
+    tta_l2_without_norm: bool = True
     pseudo_subclasses: int = 4  # our extension: k-means clusters where the data has no subclass labels
     expert: SimpleNetConfig = field(default_factory=SimpleNetConfig)
     router: RouterConfig = field(default_factory=RouterConfig)
@@ -195,8 +199,10 @@ def fit(
     of them with :func:`pseudo_subclasses` (our extension; the paper always has labels). Every expert
     trains for ``budget.steps`` steps of ``budget.patches_per_step`` patches (``adlib.methods.simplenet``),
     the router for ``budget.router_steps`` steps of ``budget.router_batch`` images
-    (``adlib.methods.routing``). Expert ``k`` is seeded ``budget.seed + 1 + k``, the router
-    ``budget.seed``. Experts learn from ground-truth subclass labels, so they do not depend on the
+    (``adlib.methods.routing``). Seeds, one convention for every notebook: without MoE the one
+    SimpleNet is seeded ``budget.seed``, exactly as ``simplenet.fit``, so the baseline "SimpleNet" of
+    notebooks 02-04 is one model; with MoE expert ``k`` is seeded ``budget.seed + 1 + k`` and the
+    router ``budget.seed``. Experts learn from ground-truth subclass labels, so they do not depend on the
     router: :func:`with_router` swaps the router alone.
     """
     cfg = cfg or AdaptedMoEConfig()
@@ -212,7 +218,8 @@ def fit(
     experts, centers, stds = [], [], []
     for k in tqdm(range(len(subclass_ids)), desc="experts", disable=not budget.progress, leave=False):
         fk = feats[torch.as_tensor(labels == k)]  # [N_k, C, h, w]
-        expert = simplenet.fit(fk, cfg.expert, budget.with_seed(budget.seed + 1 + k), transform)
+        expert_seed = budget.seed + 1 + k if cfg.moe else budget.seed  # the seed convention (docstring)
+        expert = simplenet.fit(fk, cfg.expert, budget.with_seed(expert_seed), transform)
         c, s = feature_stats(normalize(fk) if cfg.norm else fk)  # [C], [C]
         experts.append(expert)
         centers.append(c)
@@ -266,9 +273,38 @@ def routing_weights(model: AdaptedMoE, feats: Tensor, temperature: float | None 
 
 def expert_input(model: AdaptedMoE, feats: Tensor, k: int, tta: bool) -> Tensor:
     """What expert ``k`` scores: TTA to expert ``k`` (eq. 5-6), or Norm, or the raw features."""
+    cfg = model.cfg
     if tta:
-        return test_time_adapt(feats, model.centers[k], model.stds[k], model.cfg.tta_eps)  # [N, C, h, w]
-    return normalize(feats) if model.cfg.norm else feats  # [N, C, h, w]
+        l2 = cfg.norm or cfg.tta_l2_without_norm  # eq. (6), see AdaptedMoEConfig.tta_l2_without_norm
+        return test_time_adapt(feats, model.centers[k], model.stds[k], cfg.tta_eps, l2)  # [N, C, h, w]
+    return normalize(feats) if cfg.norm else feats  # [N, C, h, w]
+
+
+TEST_TIME_SWITCHES = ("tta", "top_k", "temperature", "tta_eps", "tta_l2_without_norm")
+
+
+def trained_config(cfg: AdaptedMoEConfig) -> AdaptedMoEConfig:
+    """`cfg` with its test-time switches at their defaults: what determines the trained model."""
+    default = AdaptedMoEConfig()
+    return replace(cfg, **{k: getattr(default, k) for k in TEST_TIME_SWITCHES})
+
+
+def with_test_time(model: AdaptedMoE, cfg: AdaptedMoEConfig) -> AdaptedMoE:
+    """`model` under the test-time switches of `cfg` (see :func:`with_config`)."""
+    return with_config(model, **{k: getattr(cfg, k) for k in TEST_TIME_SWITCHES})
+
+
+def with_config(model: AdaptedMoE, **test_time: object) -> AdaptedMoE:
+    """The same trained model (modules shared, not copied) under other *test-time* switches.
+
+    Only ``tta``, ``top_k``, ``temperature``, ``tta_eps`` and ``tta_l2_without_norm`` may change: the
+    others determine what was trained.
+    """
+    allowed = set(TEST_TIME_SWITCHES)
+    if not set(test_time) <= allowed:
+        raise ValueError(f"with_config changes only test-time switches {sorted(allowed)}, got {sorted(test_time)}")
+    cfg = replace(model.cfg, **test_time)
+    return AdaptedMoE(cfg, list(model.experts), model.router, model.centers, model.stds, model.subclass_ids)
 
 
 @torch.no_grad()

@@ -43,6 +43,28 @@ class TrainBudget:
         return dataclasses.replace(self, seed=seed)
 
 
+LOSS_CHECK_EVERY = 25  # optimizer steps between checks of the loss history (one device sync each)
+
+
+def check_loss(history: Tensor, step: int, model: str, hint: str) -> None:
+    """Stop training whose loss turned NaN or infinite; called every step, checks every few.
+
+    ``history: [steps]`` holds one loss per step on the training device, written without a sync.
+    Every ``LOSS_CHECK_EVERY`` steps and at the last step, ``history[: step + 1]`` is checked on the
+    device (one sync); a non-finite value raises a one-line ``FloatingPointError`` naming ``model``,
+    the first bad step (1-based) and ``hint`` (what to change: learning rate, inputs).
+    """
+    steps = len(history)
+    if (step + 1) % LOSS_CHECK_EVERY and step + 1 != steps:
+        return
+    seen = history[: step + 1]  # [step + 1]
+    bad = ~torch.isfinite(seen)  # [step + 1]
+    if not bool(bad.any()):
+        return
+    first = int(bad.nonzero()[0, 0])
+    raise FloatingPointError(f"{model}: training loss is {float(seen[first])} at step {first + 1} of {steps}; {hint}")
+
+
 class PatchScorer(Protocol):
     """What `fit` returns: a model that scores patch features."""
 

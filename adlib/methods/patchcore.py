@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..runtime import resolve_device
@@ -34,6 +35,20 @@ class PatchCoreConfig:
     projection_dim: int = 128  # random projection used only for the coreset selection
     step: int | None = None  # points added per selection step; None: about n_select / 300
     chunk: int = 4096  # rows per distance block (memory)
+    # How the outer ring of the patch grid is treated (notebook 01, "The border question"): "all"
+    # positions alike (the paper); "crop": the ring is left out of the bank and scored by its nearest
+    # inner neighbour; "ring_bank": ring patches are compared only with ring patches, inner with inner.
+    border: str = "all"
+
+
+BORDERS = ("all", "crop", "ring_bank")
+
+
+def ring_mask(h: int, w: int) -> torch.Tensor:
+    """[h, w] bool: True on the outer ring of positions (first and last row and column)."""
+    ring = torch.ones(h, w, dtype=torch.bool)
+    ring[1:-1, 1:-1] = False
+    return ring
 
 
 def _sq_dists(x: torch.Tensor, y: torch.Tensor, x_sq: torch.Tensor, y_sq: torch.Tensor) -> torch.Tensor:
@@ -115,16 +130,31 @@ class PatchCore:
         self.config = config
         self.device = resolve_device(device)
         self.seed = seed  # random projection and first coreset point
-        self.memory_bank: torch.Tensor | None = None  # [M, C]
+        if config.border not in BORDERS:
+            raise ValueError(f"PatchCoreConfig.border must be one of {BORDERS}, got {config.border!r}")
+        self.memory_bank: torch.Tensor | None = None  # [M, C]  (inner patches with border="ring_bank")
+        self.ring_bank: torch.Tensor | None = None  # [M_ring, C]  with border="ring_bank"
+
+    def _coreset(self, patches: torch.Tensor, progress: bool) -> torch.Tensor:
+        """The greedy coreset of `patches` [P, C] at the configured ratio (all of them at ratio >= 1)."""
+        if self.config.coreset_ratio >= 1:
+            return patches
+        n_select = max(1, int(round(len(patches) * self.config.coreset_ratio)))
+        idx = greedy_coreset(patches, n_select, self.config.projection_dim, self.config.step, self.seed, progress)
+        return patches[idx]
 
     def fit(self, feats: torch.Tensor, progress: bool = False) -> PatchCore:
-        patches = flatten_patches(feats).to(self.device)  # [N*h*w, C]
-        n_select = int(round(len(patches) * self.config.coreset_ratio))
-        if self.config.coreset_ratio >= 1:
-            self.memory_bank = patches
-        else:
-            idx = greedy_coreset(patches, n_select, self.config.projection_dim, self.config.step, self.seed, progress)
-            self.memory_bank = patches[idx]
+        """Build the memory bank(s) from normal patch features ``[N, C, h, w]``."""
+        h, w = feats.shape[-2:]
+        if self.config.border == "crop":
+            feats = feats[:, :, 1:-1, 1:-1]  # [N, C, h-2, w-2]  the outer ring left out
+        if self.config.border == "ring_bank":
+            ring = ring_mask(h, w).flatten().repeat(len(feats))  # [N*h*w]
+            patches = flatten_patches(feats).to(self.device)  # [N*h*w, C]
+            self.ring_bank = self._coreset(patches[ring.to(self.device)], progress)
+            self.memory_bank = self._coreset(patches[~ring.to(self.device)], progress)
+            return self
+        self.memory_bank = self._coreset(flatten_patches(feats).to(self.device), progress)  # [M, C]
         return self
 
     @torch.inference_mode()
@@ -133,8 +163,23 @@ class PatchCore:
         if self.memory_bank is None:
             raise RuntimeError("PatchCore.score called before fit")
         n, _, h, w = feats.shape
+        if self.config.border == "crop":  # score the inner grid, copy each ring position's nearest inner score
+            inner = self._distances(feats[:, :, 1:-1, 1:-1], self.memory_bank)  # [N, h-2, w-2]
+            return F.pad(inner[:, None], (1, 1, 1, 1), mode="replicate")[:, 0]  # [N, h, w]
+        if self.config.border == "ring_bank":
+            assert self.ring_bank is not None
+            q = flatten_patches(feats).to(self.device)  # [N*h*w, C]
+            ring = ring_mask(h, w).flatten().repeat(n).to(self.device)  # [N*h*w]
+            out = torch.empty(len(q), device=self.device)
+            out[ring] = nearest_distance(q[ring], self.ring_bank, self.config.chunk)
+            out[~ring] = nearest_distance(q[~ring], self.memory_bank, self.config.chunk)
+            return out.reshape(n, h, w).cpu()
+        return self._distances(feats, self.memory_bank)
+
+    def _distances(self, feats: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
+        n, _, h, w = feats.shape
         q = flatten_patches(feats).to(self.device)  # [N*h*w, C]
-        return nearest_distance(q, self.memory_bank, self.config.chunk).reshape(n, h, w).cpu()
+        return nearest_distance(q, bank, self.config.chunk).reshape(n, h, w).cpu()
 
 
 def fit(

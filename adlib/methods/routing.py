@@ -51,7 +51,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ..nn.losses import center_loss, ranked_list_loss, update_centers
-from .base import StepSampler, TrainBudget
+from .base import StepSampler, TrainBudget, check_loss
 
 ROUTING_LOSSES = ("softmax", "center", "ranked_list")
 
@@ -167,7 +167,8 @@ def train_router(
     images (reshuffled when used up); centres updated after each step (Wen et al.), final centres =
     subclass means of the final embeddings. ``router_steps=0`` gives the untrained router.
     Deterministic given ``budget.seed``. Returns the router on ``budget.device`` in eval mode, with
-    ``loss_history: [steps]`` (CPU) attached.
+    ``loss_history: [steps]`` (CPU) attached. A loss that turns NaN or infinite stops training with a
+    ``FloatingPointError`` (``base.check_loss``).
     """
     cfg = cfg or RouterConfig()
     if cfg.loss not in ROUTING_LOSSES:
@@ -186,6 +187,7 @@ def train_router(
     opt = torch.optim.Adam(router.parameters(), lr=cfg.lr)
 
     history = torch.empty(steps, device=device)  # [steps]
+    hint = f"lower the learning rate (RouterConfig.lr={cfg.lr}) or check the training features for NaN/inf"
     sampler = StepSampler(n, budget.router_batch, g)
     router.train()
     for step in tqdm(range(steps), desc="router", disable=not budget.progress, leave=False):
@@ -199,6 +201,7 @@ def train_router(
         opt.step()
         router.centers.copy_(update_centers(router.centers, x.detach(), yb, cfg.center_rate))
         history[step] = loss_value.detach()
+        check_loss(history, step, f"routing network ({cfg.loss} loss)", hint)  # a sync every few steps only
     router.eval()
     router.centers.copy_(class_means(embed_all(router, feats), labels, k).to(device))  # [K, E]
     router.loss_history = history.cpu()  # type: ignore[assignment]

@@ -55,7 +55,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ..nn.losses import truncated_l1_loss
-from .base import StepSampler, TrainBudget, flatten_patches
+from .base import StepSampler, TrainBudget, check_loss, flatten_patches
 
 FeatureTransform = Callable[[Tensor], Tensor]
 
@@ -180,7 +180,8 @@ def fit(
     a per-step cosine schedule. ``sigma`` is :func:`noise_sigma` of the (transformed) training
     patches. Deterministic given ``budget.seed`` (parameters, patch order and noise come from our
     generators). Returns the model on ``budget.device`` in eval mode, with ``loss_history: [steps]``
-    (the training loss of every step, on CPU) and ``noise_sigma`` (the sigma used) attached.
+    (the training loss of every step, on CPU) and ``noise_sigma`` (the sigma used) attached. A loss
+    that turns NaN or infinite stops training with a ``FloatingPointError`` (``base.check_loss``).
     """
     cfg = cfg or SimpleNetConfig()
     device = torch.device(budget.device)
@@ -220,6 +221,10 @@ def fit(
     )
 
     history = torch.empty(steps, device=device)  # [steps]  on the device: no sync per step
+    hint = (
+        f"lower the learning rates (lr_adaptor={cfg.lr_adaptor}, lr_discriminator={cfg.lr_discriminator}) "
+        "or check the training features for NaN/inf"
+    )
     sampler = StepSampler(n_patches, batch, g_cpu)
     model.train()
     for step in tqdm(range(steps), desc="SimpleNet", disable=not budget.progress, leave=False):
@@ -236,6 +241,7 @@ def fit(
         opt_d.step()
         sched_d.step()
         history[step] = loss.detach()
+        check_loss(history, step, "SimpleNet", hint)  # a sync every few steps only
     model.eval()
     model.loss_history = history.cpu()  # type: ignore[assignment]
     model.noise_sigma = sigma  # type: ignore[assignment]

@@ -56,7 +56,10 @@ def test_reproduce_names_the_failing_notebook_and_cell(tmp_path: Path) -> None:
     with pytest.raises(NotebookFailed, match=r"00_fails\.ipynb failed at cell \d+ .*ValueError: boom") as info:
         reproduce("ci", out_dir=tmp_path / "results", kernel="python3", notebook_dir=folder)
     assert "raise ValueError" in str(info.value)  # the first line of the failing cell
-    assert (tmp_path / "results" / "executed" / "ci" / "00_fails.ipynb").is_file()  # kept for inspection
+    executed = tmp_path / "results" / "executed" / "ci"
+    assert (executed / "00_fails.FAILED.ipynb").is_file()  # kept for inspection, under a name that says so
+    assert "00_fails.FAILED.ipynb" in str(info.value)
+    assert not (executed / "00_fails.ipynb").exists()  # never passed off as a good executed copy
 
 
 def test_reproduce_injects_the_parameters(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

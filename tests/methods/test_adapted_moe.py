@@ -11,6 +11,7 @@ import torch
 from sklearn.metrics import adjusted_rand_score
 
 from adlib.methods import adapted_moe as moe
+from adlib.methods import simplenet
 from adlib.methods.adapted_moe import (
     AdaptedMoEConfig,
     all_expert_scores,
@@ -23,6 +24,7 @@ from adlib.methods.adapted_moe import (
     with_router,
 )
 from adlib.methods.base import TrainBudget
+from adlib.methods.routing import RouterConfig, route, train_router
 from adlib.methods.simplenet import SimpleNetConfig
 from adlib.nn.gating import aggregate_topk
 
@@ -103,7 +105,7 @@ def test_without_moe_is_one_simplenet() -> None:
     feats, _ = subclass_data(g)
     cfg = AdaptedMoEConfig(moe=False, tta=True, norm=False, expert=SimpleNetConfig(hidden=32))
     model = fit(feats, cfg, FAST)
-    assert model.n_experts == 1 and model.router is None
+    assert model.n_experts == 1 and model.router is None and model.subclass_ids == [-1]
     c, s = feature_stats(feats)  # TTA without MoE: global training centre and std
     torch.testing.assert_close(model.centers[0], c)
     torch.testing.assert_close(model.stds[0], s)
@@ -174,3 +176,146 @@ def test_runs_on_cuda() -> None:
     assert pred.patch_scores.device.type == "cpu" and torch.isfinite(pred.patch_scores).all()
     every = all_expert_scores(model, feats[:4])
     torch.testing.assert_close(pred.patch_scores, aggregate_topk(every, pred.weights, TINY.top_k))
+
+
+@pytest.mark.parametrize("norm", [True, False])
+def test_experts_are_simplenets_on_their_own_subclass(norm: bool) -> None:
+    # Expert k = SimpleNet trained on subclass k's features (L2-normalised when Norm is on), seed + 1 + k;
+    # with Norm its hook normalises whatever it scores.
+    g = torch.Generator().manual_seed(8)
+    feats, sub = subclass_data(g)
+    cfg = replace(TINY, norm=norm)
+    budget = TrainBudget(steps=3, patches_per_step=32, router_steps=1, router_batch=4, seed=4)
+    model = fit(feats, cfg, budget, sub)
+    test = 3 * feats[::5]  # scaled: Norm makes the scale irrelevant
+    for k, s in enumerate([2, 5, 7]):
+        fk = feats[torch.as_tensor(sub == s)]
+        ref = simplenet.fit(normalize(fk) if norm else fk, cfg.expert, budget.with_seed(4 + 1 + k))
+        torch.testing.assert_close(model.experts[k].score(test), ref.score(normalize(test) if norm else test))
+        c, sd = feature_stats(normalize(fk) if norm else fk)  # TTA statistics of expert k
+        torch.testing.assert_close(model.centers[k], c)
+        torch.testing.assert_close(model.stds[k], sd)
+
+
+def test_tta_adapts_to_each_experts_own_statistics() -> None:
+    g = torch.Generator().manual_seed(9)
+    feats, sub = subclass_data(g)
+    model = fit(feats, TINY, FAST, sub)
+    assert not torch.allclose(model.centers[0], model.centers[1])
+    test = feats[::4]
+    every = all_expert_scores(model, test, tta=True)  # [N, K, h, w]
+    for k, expert in enumerate(model.experts):
+        fk = normalize(feats[torch.as_tensor(sub == [2, 5, 7][k])])
+        c, s = feature_stats(fk)
+        adapted = test_time_adapt(test, c, s, TINY.tta_eps)  # eq. (5)-(6) onto expert k
+        torch.testing.assert_close(every[:, k], expert.score(adapted, transform=False))
+    pred = predict(model, test, tta=True)
+    torch.testing.assert_close(pred.patch_scores, (pred.mixture[:, :, None, None] * every).sum(1))
+
+
+@pytest.mark.parametrize("norm", [True, False])
+def test_router_follows_the_norm_switch(norm: bool) -> None:
+    g = torch.Generator().manual_seed(10)
+    feats, sub = subclass_data(g)
+    model = fit(feats, replace(TINY, norm=norm), FAST, sub)
+    for m in (model, with_router(model, feats, sub, "softmax", FAST)):
+        assert m.router.norm is norm
+        with torch.no_grad():
+            lengths = m.router.embed(feats).norm(dim=1)  # [N]
+        assert torch.allclose(lengths, torch.ones(len(feats))) is norm
+
+
+def test_the_other_reading_of_eq6_skips_it_without_norm() -> None:
+    g = torch.Generator().manual_seed(9)
+    feats, _ = subclass_data(g)
+    raw = fit(feats, AdaptedMoEConfig(moe=False, norm=False, expert=SimpleNetConfig(hidden=16)), FAST)
+    x = moe.expert_input(raw, feats[:2], 0, tta=True)  # our reading: eq. (5) then eq. (6)
+    torch.testing.assert_close(x.norm(dim=1), torch.ones(2, 4, 4))
+    other = moe.with_config(raw, tta_l2_without_norm=False)
+    y = moe.expert_input(other, feats[:2], 0, tta=True)  # eq. (5) only: the expert's own statistics
+    torch.testing.assert_close(y, test_time_adapt(feats[:2], raw.centers[0], raw.stds[0], l2=False))
+    assert other.experts[0] is raw.experts[0] and raw.cfg.tta_l2_without_norm  # shared, original unchanged
+    normed = fit(feats, AdaptedMoEConfig(moe=False, norm=True, expert=SimpleNetConfig(hidden=16)), FAST)
+    z = moe.expert_input(moe.with_config(normed, tta_l2_without_norm=False), feats[:2], 0, tta=True)
+    torch.testing.assert_close(z.norm(dim=1), torch.ones(2, 4, 4))  # with Norm eq. (6) stays
+    with pytest.raises(ValueError, match="test-time switches"):
+        moe.with_config(raw, norm=True)
+
+
+def test_without_moe_the_single_simplenet_is_simplenet_fit() -> None:
+    """One seed convention: the baseline of Table 3 is the very model simplenet.fit makes (notebooks 02-04)."""
+    g = torch.Generator().manual_seed(10)
+    feats, _ = subclass_data(g)
+    budget = FAST.with_seed(3)
+    single = fit(feats, AdaptedMoEConfig(moe=False, norm=False, expert=SimpleNetConfig(hidden=16)), budget)
+    plain = simplenet.fit(feats, SimpleNetConfig(hidden=16), budget)
+    torch.testing.assert_close(single.experts[0].score(feats[:2]), plain.score(feats[:2]))
+
+
+def test_routing_weights_use_the_test_time_temperature() -> None:
+    g = torch.Generator().manual_seed(11)
+    feats, sub = subclass_data(g)
+    model = fit(feats, TINY, FAST, sub)
+    router = model.router
+    torch.testing.assert_close(moe.routing_weights(model, feats), route(router, feats, 1.0))
+    torch.testing.assert_close(moe.routing_weights(model, feats, 0.05), route(router, feats, 0.05))
+    assert not torch.allclose(route(router, feats, 0.05), route(router, feats, 1.0))
+    # the model's test-time temperature, not the one the router was trained with
+    cfg = replace(model.cfg, temperature=0.05)
+    cold = moe.AdaptedMoE(cfg, list(model.experts), router, model.centers, model.stds, model.subclass_ids)
+    torch.testing.assert_close(moe.routing_weights(cold, feats), route(router, feats, 0.05))
+    torch.testing.assert_close(predict(cold, feats).weights, route(router, feats, 0.05))
+
+
+def test_test_time_adapt_keeps_the_feature_dtype() -> None:
+    x = torch.randn(2, 3, 4, 4)  # float32 features, float64 statistics
+    y = test_time_adapt(x, torch.zeros(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64))
+    assert y.dtype == torch.float32
+
+
+def test_l2_normalize_module() -> None:
+    x = torch.tensor([[[[3.0]], [[4.0]]]])  # [1, 2, 1, 1]
+    torch.testing.assert_close(moe.L2Normalize()(x), torch.tensor([[[[0.6]], [[0.8]]]]))  # over channels
+    y = torch.randn(3, 2, 4, 5)
+    torch.testing.assert_close(moe.L2Normalize(dim=2)(y), normalize(y, dim=2))
+
+
+def test_fit_takes_float64_features_as_float32() -> None:
+    g = torch.Generator().manual_seed(13)
+    feats, sub = subclass_data(g)
+    a = fit(feats, TINY, FAST, sub)
+    b = fit(feats.double(), TINY, FAST, sub)
+    assert b.centers.dtype == torch.float32 and b.stds.dtype == torch.float32
+    torch.testing.assert_close(predict(b, feats[:4]).patch_scores, predict(a, feats[:4]).patch_scores)
+
+
+def test_pseudo_subclasses_follow_the_budget_seed() -> None:
+    g = torch.Generator().manual_seed(0)
+    feats = torch.randn(12, 4, 3, 3, generator=g)  # no clusters: the k-means seed decides the labels
+    cfg = replace(TINY, pseudo_subclasses=3)
+    budget = replace(FAST, seed=3)
+    labels = pseudo_subclasses(feats, 3, seed=3)
+    assert not np.array_equal(labels, pseudo_subclasses(feats, 3, seed=0))  # so the seed matters here
+    model = fit(feats, cfg, budget)  # no subclass labels: k-means with the budget's seed
+    for k in range(3):
+        c, _ = feature_stats(normalize(feats[torch.as_tensor(labels == k)]))
+        torch.testing.assert_close(model.centers[k], c)
+
+
+def test_with_router_trains_the_configured_router_with_the_budget() -> None:
+    g = torch.Generator().manual_seed(15)
+    feats, sub = subclass_data(g)
+    cfg = replace(TINY, temperature=0.5, routing_loss="ranked_list", router=RouterConfig(lr=5e-3, rll_margin=0.3))
+    budget = TrainBudget(steps=2, patches_per_step=64, router_steps=3, router_batch=4, seed=6)
+    model = fit(feats, cfg, budget, sub)
+    labels = np.searchsorted([2, 5, 7], sub)
+    rcfg = RouterConfig(loss="ranked_list", norm=True, temperature=0.5, lr=5e-3, rll_margin=0.3)
+    ref = train_router(feats, labels, rcfg, budget, 3)
+    assert model.router.temperature == 0.5 and model.router.loss_history.shape == (3,)
+    torch.testing.assert_close(model.router.loss_history, ref.loss_history)
+    torch.testing.assert_close(model.router.centers, ref.centers)
+    with pytest.raises(ValueError, match="MoE needs subclass labels"):
+        with_router(model, feats, None, "center", budget)
+    flat = fit(feats, replace(TINY, moe=False), FAST)
+    with pytest.raises(ValueError, match="a model without MoE has no router"):
+        with_router(flat, feats, sub, "center", budget)

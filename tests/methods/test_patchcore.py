@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from adlib.methods.patchcore import PatchCore, PatchCoreConfig, greedy_coreset, nearest_distance
@@ -50,3 +51,24 @@ def test_patchcore_scores_foreign_patches_higher() -> None:
     assert s.shape == (2, 6, 6)
     assert s[1].argmax() == 2 * 6 + 3 and s[1].max() > s[0].max()
     assert len(model.memory_bank) == round(8 * 36 * 0.5)
+
+
+def test_border_options() -> None:
+    """crop: the ring is scored by its inner neighbour; ring_bank: ring patches meet only ring patches."""
+    g = torch.Generator().manual_seed(3)
+    train = torch.randn(4, 6, 5, 5, generator=g)
+    train[:, :, 0, :] += 10.0  # the top row of every training image looks different: a "border artefact"
+    test = train[:1].clone()
+    full = PatchCore(PatchCoreConfig(coreset_ratio=1.0), device="cpu").fit(train)
+    torch.testing.assert_close(full.score(test), torch.zeros(1, 5, 5), atol=0.05, rtol=0)  # its own patches
+    crop = PatchCore(PatchCoreConfig(coreset_ratio=1.0, border="crop"), device="cpu").fit(train)
+    assert len(crop.memory_bank) == 4 * 3 * 3
+    s = crop.score(test)
+    assert torch.equal(s[:, 0, 1:-1], s[:, 1, 1:-1]) and torch.equal(s[:, :, 0], s[:, :, 1])  # replicated ring
+    ring = PatchCore(PatchCoreConfig(coreset_ratio=1.0, border="ring_bank"), device="cpu").fit(train)
+    assert len(ring.ring_bank) == 4 * 16 and len(ring.memory_bank) == 4 * 9
+    moved = test.clone()
+    moved[:, :, 2, 2] = train[0, :, 0, 0]  # an inner position showing a ring patch: far from every inner patch
+    assert ring.score(moved)[0, 2, 2] > 5 and full.score(moved)[0, 2, 2] < 0.05
+    with pytest.raises(ValueError, match="border must be one of"):
+        PatchCore(PatchCoreConfig(border="nope"))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
+from itertools import pairwise
 
 import pytest
 import torch
@@ -17,6 +19,7 @@ from adlib.methods.routing import (
     routing_loss,
     train_router,
 )
+from adlib.nn.losses import ranked_list_loss
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -43,9 +46,37 @@ def test_loss_switch() -> None:
     labels = torch.tensor([0, 1, 0, 1, 0, 1])
     ce = F.cross_entropy(logits, labels)
     torch.testing.assert_close(routing_loss(net, x, logits, labels, RouterConfig(loss="softmax")), ce)
-    assert routing_loss(net, x, logits, labels, RouterConfig(loss="ranked_list")).item() >= 0
+    # ranked_list: alpha * L_RLL on the L2-normalised embeddings + (1 - alpha) * CE, every RLL knob passed on
+    cfg = RouterConfig(
+        loss="ranked_list", alpha=0.3, rll_boundary=1.1, rll_margin=0.5, rll_temperature=3.0, rll_lambda=0.7
+    )
+    rll = ranked_list_loss(F.normalize(x, dim=1), labels, boundary=1.1, margin=0.5, temperature=3.0, lam=0.7)
+    torch.testing.assert_close(routing_loss(net, x, logits, labels, cfg), 0.3 * rll + 0.7 * ce)
     with pytest.raises(ValueError):
         routing_loss(net, x, logits, labels, RouterConfig(loss="triplet"))
+
+
+def test_loss_switch_by_hand() -> None:
+    """Table 4's three routing losses on three embeddings with a known answer."""
+    # x (not unit-norm): e1 * 3 and e2 * 4 in subclass 0, -e1 * 2 in subclass 1
+    x = torch.tensor([[3.0, 0.0], [0.0, 4.0], [-2.0, 0.0]])
+    labels = torch.tensor([0, 0, 1])
+    logits = torch.tensor([[0.0, 0.0], [math.log(3.0), 0.0], [0.0, 0.0]])
+    net = RoutingNetwork(1, 2, 2)
+    net.centers.copy_(torch.tensor([[0.0, 0.0], [-2.0, 1.0]]))  # squared distances 9, 16, 1
+    # CE: -log p(y) = log 2, log(4/3), log 2
+    ce = (2 * math.log(2.0) + math.log(4 / 3)) / 3
+    center = 26 / 3
+    # Ranked list loss on the unit vectors e1, e2, -e1 (d = sqrt 2, 2, sqrt 2), boundary 1.5, margin 0.3:
+    # positives a-b at sqrt 2 > 1.2 pay sqrt 2 - 1.2 for both anchors; negatives b-c at sqrt 2 < 1.5 pay
+    # lambda * (1.5 - sqrt 2) for anchors b and c; a-c at 2 > 1.5 is trivial.
+    r2, lam = math.sqrt(2.0), 0.5
+    rll = (2 * (r2 - 1.2) + 2 * lam * (1.5 - r2)) / 3
+    common = dict(alpha=0.25, rll_boundary=1.5, rll_margin=0.3, rll_lambda=lam)
+    expect = {"softmax": ce, "center": 0.25 * center + 0.75 * ce, "ranked_list": 0.25 * rll + 0.75 * ce}
+    for loss, value in expect.items():
+        got = routing_loss(net, x, logits, labels, RouterConfig(loss=loss, **common)).item()
+        assert got == pytest.approx(value, rel=1e-6), loss
 
 
 def test_routing_weights_are_softmax_of_cosine() -> None:
@@ -108,3 +139,63 @@ def test_router_counts_steps() -> None:
     )  # reshuffles after 2 steps of 4 of 10 images
     assert r.loss_history.shape == (7,) and torch.isfinite(r.loss_history).all()
     assert train_router(x, y, RouterConfig(loss="softmax"), TrainBudget(router_steps=0)).loss_history.shape == (0,)
+
+
+def _train_recording(x: torch.Tensor, y: torch.Tensor, cfg: RouterConfig, budget: TrainBudget):
+    """train_router, recording (centres, input batch, embeddings) at every training forward pass."""
+    from torch.nn.modules.module import register_module_forward_hook
+
+    steps: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+
+    def record(module: torch.nn.Module, args: tuple, out: tuple) -> None:
+        if isinstance(module, RoutingNetwork) and module.training:
+            steps.append((module.centers.clone(), args[0].clone(), out[0].detach().clone()))
+
+    handle = register_module_forward_hook(record)
+    try:
+        router = train_router(x, y, cfg, budget)
+    finally:
+        handle.remove()
+    return router, steps
+
+
+def test_centres_follow_the_wen_update_during_training() -> None:
+    g = torch.Generator().manual_seed(3)
+    x, y = _striped_maps(12, g)
+    cfg = RouterConfig(loss="center", center_rate=0.3)
+    budget = TrainBudget(router_steps=5, router_batch=4, seed=2)
+    _, steps = _train_recording(x, y, cfg, budget)
+    assert len(steps) == 5
+    # step 0 uses the subclass means of the initial embeddings (= the untrained router's centres)
+    untrained = train_router(x, y, cfg, replace(budget, router_steps=0))
+    torch.testing.assert_close(steps[0][0], untrained.centers)
+    for (c, xb, emb), (c_next, _, _) in pairwise(steps):
+        yb = torch.stack([y[(x == row).flatten(1).all(1)][0] for row in xb])  # labels of the batch
+        expect = c.clone()
+        for j in range(3):  # Wen et al.: c_j <- c_j - rate * sum_{y_i = j} (c_j - x_i) / (1 + n_j)
+            mine = emb[yb == j]
+            expect[j] = c[j] - 0.3 * (c[j] - mine).sum(0) / (1 + len(mine))
+        torch.testing.assert_close(c_next, expect)
+        assert not torch.allclose(c_next, c)  # the centres do move
+
+
+@pytest.mark.parametrize("loss", ["softmax", "center"])
+def test_final_centres_are_subclass_means_of_final_embeddings(loss: str) -> None:
+    g = torch.Generator().manual_seed(4)
+    x, y = _striped_maps(12, g)
+    router = train_router(x, y, RouterConfig(loss=loss), TrainBudget(router_steps=4, router_batch=4, seed=0))
+    with torch.no_grad():
+        emb = router.embed(x)  # [N, E]
+    for j in range(3):
+        torch.testing.assert_close(router.centers[j], emb[y == j].mean(0))
+
+
+@pytest.mark.parametrize("norm", [False, True])
+def test_router_follows_the_norm_switch(norm: bool) -> None:
+    g = torch.Generator().manual_seed(5)
+    x, y = _striped_maps(9, g)
+    router = train_router(x, y, RouterConfig(norm=norm), TrainBudget(router_steps=2, router_batch=4))
+    assert router.norm is norm
+    with torch.no_grad():
+        lengths = router.embed(x).norm(dim=1)  # [N]
+    assert torch.allclose(lengths, torch.ones(9)) is norm

@@ -21,6 +21,19 @@ def test_center_loss_two_points() -> None:
     assert center_loss(x, logits, labels, centers, alpha=0.0).item() == pytest.approx(ce)
 
 
+def test_center_loss_by_hand_with_shuffled_labels() -> None:
+    # labels are not 0..B-1 in order, differences are negative and not 1: ||x_i - c_{y_i}||^2 = 4 + 1, 9
+    x = torch.tensor([[-1.0, 1.0], [3.0, 0.0], [0.0, 0.0]])
+    labels = torch.tensor([1, 0, 1])
+    centers = torch.tensor([[0.0, 0.0], [1.0, 2.0]])  # c_0, c_1
+    logits = torch.tensor([[0.0, 0.0], [0.0, 0.0], [0.0, 0.0]])  # CE = log 2
+    center = (5 + 9 + 5) / 3
+    assert center_loss(x, logits, labels, centers, alpha=1.0).item() == pytest.approx(center)
+    assert center_loss(x, logits, labels, centers, alpha=0.2).item() == pytest.approx(0.2 * center + 0.8 * math.log(2))
+    # the default alpha is 0.5 (our choice: the paper gives none)
+    assert center_loss(x, logits, labels, centers).item() == pytest.approx(0.5 * center + 0.5 * math.log(2))
+
+
 def test_center_update_wen() -> None:
     centers = torch.tensor([[0.0, 0.0], [10.0, 10.0]])
     x = torch.tensor([[2.0, 0.0], [4.0, 0.0]])
@@ -61,6 +74,41 @@ def test_ranked_list_loss_negative_pairs() -> None:
     anchor2 = (0.8 - 0.4) * 1 + lam * 0.2
     got = ranked_list_loss(x, labels, boundary=1.2, margin=0.8, temperature=t, lam=lam).item()
     assert got == pytest.approx((anchor0 + anchor1 + anchor2) / 3, rel=1e-5)
+
+
+def test_ranked_list_loss_boundaries_are_strict_and_positives_averaged() -> None:
+    # alpha = 1, m = 0.5: on the x-axis, a = 0, b = 0.5, c = 0.9 (class 0) and n = 2 (class 1).
+    # a: positives b at 0.5 (= alpha - m: trivial, not counted) and c at 0.9 -> L_P = 0.9 - 0.5;
+    #    negative n at 2 > alpha: trivial.
+    # b: positives a (trivial), c at 0.4 (trivial); negative n at 1.5: trivial -> 0.
+    # c: positives a at 0.9 and b at 0.4 (trivial) -> 0.4; negative n at 1.1: trivial -> 0.4.
+    # n: no positive; negatives c at 1.1, b at 1.5, a at 2: all >= alpha -> 0.
+    x = torch.tensor([[0.0, 0.0], [0.5, 0.0], [0.9, 0.0], [2.0, 0.0]])
+    labels = torch.tensor([0, 0, 0, 1])
+    got = ranked_list_loss(x, labels, boundary=1.0, margin=0.5).item()
+    assert got == pytest.approx((0.4 + 0.0 + 0.4 + 0.0) / 4, rel=1e-5)
+    # two positives beyond alpha - m are averaged: anchor a with b' at 0.7 and c at 0.9 pays (0.2 + 0.4) / 2
+    x = torch.tensor([[0.0, 0.0], [0.7, 0.0], [0.9, 0.0]])
+    got = ranked_list_loss(x, torch.tensor([0, 0, 0]), boundary=1.0, margin=0.5).item()
+    assert got == pytest.approx(((0.2 + 0.4) / 2 + 0.2 + 0.4) / 3, rel=1e-5)
+    # a negative exactly at alpha is trivial: its weight exp(T * 0) = 1 does not enter the mean
+    x = torch.tensor([[0.0, 0.0], [0.5, 0.0], [1.0, 0.0]])
+    labels = torch.tensor([0, 1, 1])
+    # a: negatives b at 0.5 (non-trivial), c at 1.0 (trivial) -> 0.5; b: positive c at 0.5 (trivial),
+    # negative a at 0.5 -> 0.5; c: positive b (trivial), negative a at 1.0 (trivial) -> 0.
+    got = ranked_list_loss(x, labels, boundary=1.0, margin=0.5, temperature=1.0).item()
+    assert got == pytest.approx((0.5 + 0.5 + 0.0) / 3, rel=1e-5)
+
+
+def test_ranked_list_loss_defaults() -> None:
+    # defaults alpha = 1.2, m = 0.4, T = 10, lambda = 1: anchor 0 has two negatives, at 0.2 and 1.0
+    x = torch.tensor([[0.0, 0.0], [0.2, 0.0], [1.0, 0.0]])
+    labels = torch.tensor([0, 1, 1])
+    w1, w2 = math.exp(10 * 1.0), math.exp(10 * 0.2)
+    anchor0 = (w1 * 1.0 + w2 * 0.2) / (w1 + w2)
+    anchor1 = 1.0  # positive at d = 0.8 = alpha - m pays 0; negative at 0.2
+    anchor2 = 0.2  # positive at d = 0.8 pays 0; negative at 1.0
+    assert ranked_list_loss(x, labels).item() == pytest.approx((anchor0 + anchor1 + anchor2) / 3, rel=1e-5)
 
 
 def test_truncated_l1_loss_by_hand() -> None:

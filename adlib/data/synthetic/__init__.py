@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from ...config import Profile
 from ..container import ADCategory
-from .shift import SHIFT_SUBCLASSES, make_texture_shift
+from .shift import SHIFT_SUBCLASSES, SUBTLE_STRENGTH, make_texture_shift, subtle_subclasses
 from .textures import TEXTURE_DEFECTS, TEXTURES, make_textures
 from .tray import LOGICAL_DEFECTS, STRUCTURAL_DEFECTS, TRAY_DEFECTS, make_logical
 
@@ -41,6 +41,7 @@ __all__ = [
     "BUILTIN_SETS",
     "LOGICAL_DEFECTS",
     "SHIFT_SUBCLASSES",
+    "SUBTLE_STRENGTH",
     "STRUCTURAL_DEFECTS",
     "TEXTURES",
     "TEXTURE_DEFECTS",
@@ -49,19 +50,22 @@ __all__ = [
     "make_logical",
     "make_texture_shift",
     "make_textures",
+    "subtle_subclasses",
 ]
 
-BUILTIN_SETS = ("textures", "texture_shift", "logical")
+BUILTIN_SETS = ("textures", "texture_shift", "texture_shift_subtle", "logical")
 
 
 def make_builtin(name: str, profile: Profile, seed: int = 0) -> list[ADCategory]:
-    """Generate the built-in set `name` ("textures", "texture_shift" or "logical") at the sizes of
-    `profile` (image_size, n_train, n_test_good, n_test_bad; per subclass for texture_shift)."""
+    """Generate the built-in set `name` (one of ``BUILTIN_SETS``) at the sizes of `profile`
+    (image_size, n_train, n_test_good, n_test_bad; per subclass for the texture_shift sets)."""
     sizes = (profile.image_size, profile.n_train, profile.n_test_good, profile.n_test_bad)
     if name == "textures":
         return make_textures(*sizes, seed=seed)
     if name == "texture_shift":
         return [make_texture_shift(*sizes, seed=seed)]
+    if name == "texture_shift_subtle":
+        return [make_texture_shift(*sizes, seed=seed, variant="subtle")]
     if name == "logical":
         return [make_logical(*sizes, seed=seed)]
     raise ValueError(f"unknown built-in set {name!r}; valid: {list(BUILTIN_SETS)}")

@@ -57,6 +57,60 @@ class TextureSpec:
     contrast: float = 1.0  # contrast gain around the mean grey level
 
 
+@dataclass(frozen=True)
+class Look:
+    """Changes of material and imaging applied to every image of a subclass (all off by default).
+
+    ``weave`` changes the material (applied before a defect is drawn); ``grain``, ``blur``,
+    ``gradient`` and ``jpeg`` change the imaging (applied after, so a defect is blurred or compressed
+    like the rest of the image). Lengths are in pixels of a 256-px image and scale with the size.
+    """
+
+    weave: float = 0.0  # amplitude of a multiplicative sin x sin pattern (a woven look), period `weave_period`
+    weave_period: float = 10.0  # px
+    grain: float = 0.0  # std of additive Gaussian sensor noise, per pixel and channel
+    blur: float = 0.0  # Gaussian blur sigma, px (out-of-focus imaging)
+    gradient: float = 0.0  # illumination falls from 1 + g to 1 - g across the image, left to right
+    jpeg: int = 0  # JPEG quality (0: no compression)
+
+    @property
+    def is_plain(self) -> bool:
+        return self == Look()
+
+
+def apply_material(img: np.ndarray, look: Look) -> np.ndarray:
+    """The material part of `look` (weave) on img [S, S, 3] in [0, 1]."""
+    if look.weave == 0:
+        return img
+    size = img.shape[0]
+    t = np.arange(size, dtype=np.float32) * 2 * np.pi * 256 / (look.weave_period * size)
+    pattern = 1 + look.weave * np.sin(t)[:, None] * np.sin(t)[None, :]  # [S, S]
+    return np.clip(img * pattern[:, :, None], 0, 1)
+
+
+def apply_imaging(img: np.ndarray, look: Look, rng: np.random.Generator) -> np.ndarray:
+    """The imaging part of `look` (blur, illumination gradient, grain, JPEG) on img [S, S, 3] in [0, 1].
+
+    Draws from `rng` only when ``grain`` is on, so plain looks leave the random stream untouched.
+    """
+    size = img.shape[0]
+    if look.blur > 0:
+        img = ndimage.gaussian_filter(img, sigma=(look.blur * size / 256, look.blur * size / 256, 0))
+    if look.gradient != 0:
+        ramp = np.linspace(1 + look.gradient, 1 - look.gradient, size, dtype=np.float32)  # [S]
+        img = img * ramp[None, :, None]
+    if look.grain > 0:
+        img = img + rng.normal(0, look.grain, img.shape).astype(np.float32)
+    img = np.clip(img, 0, 1)
+    if look.jpeg > 0:
+        import io
+
+        buf = io.BytesIO()
+        Image.fromarray(to_uint8(img)).save(buf, format="JPEG", quality=look.jpeg)
+        img = np.asarray(Image.open(buf).convert("RGB"), dtype=np.float32) / 255
+    return img.astype(np.float32)
+
+
 # Normal-image jitter: each image picks one small rotation and one scale, a position and flips.
 ANGLE_JITTER = (-6.0, -3.0, 0.0, 3.0, 6.0)  # degrees
 SCALE_JITTER = (0.9, 1.0, 1.12)  # zoom of the crop

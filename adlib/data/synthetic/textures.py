@@ -7,8 +7,11 @@ from scipy import ndimage
 
 from ..container import ADCategory, ADSplit
 from .draw import (
+    Look,
     Stroke,
     TextureSpec,
+    apply_imaging,
+    apply_material,
     apply_stroke,
     blob_shape,
     clear_caches,
@@ -112,21 +115,23 @@ def texture_split(
     defects: bool = True,
     subclass: int | None = None,
     with_masks: bool = True,
+    look: Look = Look(),
 ) -> ADSplit:
     """n_good normal crops then n_bad crops with one defect each (types cycle in a seeded order).
 
-    Train splits pass `with_masks=False`: like the file loaders, they carry no masks.
+    Train splits pass `with_masks=False`: like the file loaders, they carry no masks. `look` changes
+    the material before a defect is drawn and the imaging after (``draw.Look``).
     """
     order = rng.permutation(len(TEXTURE_DEFECTS))
     kinds = ["good"] * n_good + [TEXTURE_DEFECTS[order[i % len(order)]] for i in range(n_bad)]
     images = np.zeros((len(kinds), size, size, 3), dtype=np.uint8)  # [N, S, S, 3]
     masks = np.zeros((len(kinds), size, size), dtype=bool)  # [N, S, S]
     for i, kind in enumerate(kinds):
-        img = crop_texture(spec, size, rng)
+        img = apply_material(crop_texture(spec, size, rng), look)
         if kind != "good":
             stroke = _texture_defect(kind, img, rng, spec)  # drawn even if not applied: same stream
             apply_stroke(img, masks[i], stroke, draw=defects)
-        images[i] = to_uint8(img)
+        images[i] = to_uint8(img if look.is_plain else apply_imaging(img, look, rng))
     return pack_split(images, masks, kinds, prefix, with_masks, subclass)
 
 

@@ -1,0 +1,128 @@
+"""AnomalyMoE's experts (Gu et al., 2025): three kinds of feature reconstructors, one per semantic level.
+
+Each expert reconstructs frozen backbone features at its level; its reconstruction error is the
+anomaly score at that level (``adlib.methods.anomaly_moe`` trains and mixes them).
+
+* :class:`PatchExpert` (local structure): every position's feature through a noisy MLP bottleneck
+  (Dinomaly's ``bMlp``: Linear-GELU-Dropout-Linear-Dropout, dropout 0.2, as the authors' patch
+  experts), then a residual depthwise 3x3 conv mixing neighbouring positions. The authors follow the
+  bottleneck with 8 ViT blocks with linear attention on DINOv2 tokens; the 3x3 mixing is our cheap
+  stand-in (CPU budget), so a patch expert sees a 3x3 neighbourhood of (already 3x3-aggregated) features.
+* :class:`ComponentAutoencoder` (component semantics): an MLP autoencoder on one component's pooled
+  feature ``[M, C]``, dropout 0.1 in the decoder (the authors' ``ComponentAutoencoder``, 768-256-64-64
+  -64-256-768 on DINOv2; the widths are arguments).
+* :class:`GlobalAutoencoder` + :class:`Student` (global logic, EfficientAD-style): the autoencoder
+  squeezes the whole feature map through a 1x1 spatial bottleneck (a ``latent``-vector per image) and
+  decodes it back to ``[C, h, w]``; the student, a small fully convolutional net with a 5x5 receptive
+  field on the features, learns to imitate the autoencoder. Where the image's global layout is normal
+  the two agree; where it is not, the autoencoder (which only knows normal layouts) and the local
+  student disagree. The authors run both on the image (EfficientAD's pixel-level nets); here both run
+  on the backbone features, so any ``h, w`` works.
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class PatchExpert(nn.Module):
+    """Noisy per-position MLP bottleneck ``C -> hidden -> C`` plus an optional residual depthwise 3x3 mix."""
+
+    def __init__(self, channels: int, hidden: int = 128, dropout: float = 0.2, mix: bool = True) -> None:
+        super().__init__()
+        self.fc1 = nn.Conv2d(channels, hidden, 1)  # a Linear per position
+        self.fc2 = nn.Conv2d(hidden, channels, 1)
+        self.drop = nn.Dropout(dropout)
+        self.mix = nn.Conv2d(channels, channels, 3, padding=1, groups=channels) if mix else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.drop(F.gelu(self.fc1(x)))  # [B, hidden, h, w]
+        y = self.drop(self.fc2(y))  # [B, C, h, w]  the bottleneck's output
+        if self.mix is not None:
+            y = y + self.mix(y)  # [B, C, h, w]  neighbouring positions
+        return y  # [B, C, h, w]
+
+
+class ComponentAutoencoder(nn.Module):
+    """MLP autoencoder ``C -> hidden... -> bottleneck -> ...hidden -> C`` with dropout before each decoder layer."""
+
+    def __init__(
+        self, channels: int, hidden: tuple[int, ...] = (256, 64), bottleneck: int = 64, dropout: float = 0.1
+    ) -> None:
+        super().__init__()
+        widths = (channels, *hidden, bottleneck)
+        enc: list[nn.Module] = []
+        for i in range(len(widths) - 1):
+            enc += [nn.Linear(widths[i], widths[i + 1]), nn.ReLU()]
+        self.encoder = nn.Sequential(*enc[:-1])  # no activation on the code
+        dec: list[nn.Module] = []
+        back = widths[::-1]
+        for i in range(len(back) - 1):
+            dec += [nn.Dropout(dropout), nn.Linear(back[i], back[i + 1]), nn.ReLU()]
+        self.decoder = nn.Sequential(*dec[:-1])  # linear output
+
+    def forward(self, f: Tensor) -> Tensor:
+        return self.decoder(self.encoder(f))  # [M, C] -> [M, C]
+
+
+SEED_GRID = 4  # the decoder starts from a 4x4 map (EfficientAD: 3x3), so that positions differ
+
+
+class GlobalAutoencoder(nn.Module):
+    """Features ``[B, C, h, w]`` -> a ``latent`` vector per image (1x1) -> features ``[B, C, h, w]``.
+
+    Encoder: 1x1 conv to ``hidden``, two stride-2 3x3 convs, an average pool to 4x4 and a linear map of
+    the whole 4x4 grid to ``latent`` (EfficientAD's last encoder conv also covers the whole map, so the
+    code keeps where things are). Decoder: a linear map back to a 4x4 grid, bilinear upsampling to
+    ``h/2`` and ``h`` with a 3x3 conv (and dropout, as EfficientAD's decoder) after each, a 1x1 conv to ``C``.
+    """
+
+    def __init__(self, channels: int, hidden: int = 64, latent: int = 64, dropout: float = 0.2) -> None:
+        super().__init__()
+        self.hidden = hidden
+        self.encoder = nn.Sequential(
+            nn.Conv2d(channels, hidden, 1),
+            nn.ReLU(),
+            nn.Conv2d(hidden, hidden, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(hidden, hidden, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(SEED_GRID),
+            nn.Flatten(),
+            nn.Linear(hidden * SEED_GRID * SEED_GRID, latent),
+        )
+        self.expand = nn.Linear(latent, hidden * SEED_GRID * SEED_GRID)
+        self.up1 = nn.Conv2d(hidden, hidden, 3, padding=1)
+        self.up2 = nn.Conv2d(hidden, hidden, 3, padding=1)
+        self.out = nn.Conv2d(hidden, channels, 1)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, _, h, w = x.shape
+        z = self.encoder(x)  # [B, latent]  the 1x1 bottleneck
+        y = F.relu(self.expand(z)).view(b, self.hidden, SEED_GRID, SEED_GRID)  # [B, hidden, 4, 4]
+        y = F.interpolate(y, size=((h + 1) // 2, (w + 1) // 2), mode="bilinear", align_corners=False)
+        y = self.drop(F.relu(self.up1(y)))  # [B, hidden, h/2, w/2]
+        y = F.interpolate(y, size=(h, w), mode="bilinear", align_corners=False)  # [B, hidden, h, w]
+        y = self.drop(F.relu(self.up2(y)))  # [B, hidden, h, w]
+        return self.out(y)  # [B, C, h, w]
+
+
+class Student(nn.Module):
+    """A small local net ``[B, C, h, w] -> [B, C, h, w]``: 1x1, 3x3, 3x3, 1x1 convs (receptive field 5x5)."""
+
+    def __init__(self, channels: int, hidden: int = 64) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(channels, hidden, 1),
+            nn.ReLU(),
+            nn.Conv2d(hidden, hidden, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(hidden, hidden, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(hidden, channels, 1),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)  # [B, C, h, w]

@@ -1,0 +1,102 @@
+"""Tables as every notebook writes them: one unit (%), mean and spread over seeds, flags, "—" for undefined.
+
+Conventions (README, "Conventions"):
+
+* metrics are shown in **percent** with one decimal; the CSV keeps two;
+* a full-profile number is the **mean over 3 seeds** with its sample standard deviation ("97.1 ± 0.4");
+  one seed (the ci profile) shows the value alone;
+* an AUROC below 50 % (worse than chance) is **flagged** with a dagger, and the caption says so;
+* an undefined value (a pixel metric without masks) is "—", never ``nan``;
+* the setting (data, backbone, resolution, seeds) goes into the **caption**, not into a column.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+FLAG = "†"
+FLAG_NOTE = f"{FLAG} below 50 %: worse than chance (scores rank normal images or pixels above anomalous ones)"
+UNDEFINED = "—"
+
+
+def percent(df: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """A copy of `df` with `columns` (fractions in [0, 1]) multiplied by 100."""
+    out = df.copy()
+    for c in columns:
+        out[c] = 100 * out[c].astype(float)
+    return out
+
+
+def seed_summary(df: pd.DataFrame, keys: Sequence[str], metrics: Sequence[str], seed: str = "seed") -> pd.DataFrame:
+    """One row per seed -> one row per `keys`: the mean of every metric, ``"<metric> sd"`` and ``seeds``.
+
+    The standard deviation is the sample one (ddof 1) over seeds, NaN with a single seed. Row order
+    follows the first appearance of each key. NaN values of a metric (undefined) are left out.
+    """
+    keys = list(keys)
+    groups = df.groupby(keys, sort=False, dropna=False)
+    mean = groups[list(metrics)].mean()
+    sd = groups[list(metrics)].std(ddof=1).add_suffix(" sd")
+    n = groups[seed].nunique().rename("seeds")
+    out = pd.concat([mean, sd, n], axis=1).reset_index()
+    order = [c for m in metrics for c in (m, f"{m} sd")]
+    return out[keys + order + ["seeds"]]
+
+
+def cell(
+    mean: float, sd: float | None = None, digits: int = 1, flag_below: float | None = None, signed: bool = False
+) -> str:
+    """One table cell: ``"97.1 ± 0.4"``, ``"97.1"`` (no spread), ``"—"`` (undefined), flagged below `flag_below`;
+    ``signed`` writes the sign of a difference (``"+2.3 ± 0.4"``)."""
+    if mean is None or not np.isfinite(mean):
+        return UNDEFINED
+    text = f"{mean:+.{digits}f}" if signed else f"{mean:.{digits}f}"
+    if sd is not None and np.isfinite(sd):
+        text += f" ± {sd:.{digits}f}"
+    if flag_below is not None and mean < flag_below:
+        text += f" {FLAG}"
+    return text
+
+
+def display_table(
+    summary: pd.DataFrame,
+    metrics: Sequence[str],
+    digits: int = 1,
+    flag: Sequence[str] = (),
+) -> pd.DataFrame:
+    """A summary of :func:`seed_summary` (or plain per-row numbers) as strings for reading.
+
+    Each metric column becomes ``"mean ± sd"`` (its ``"<m> sd"`` column is folded in); metrics named
+    in `flag` (AUROCs in %) are flagged below 50. Other columns pass through, NaN as "—".
+    """
+    out = summary.copy()
+    for m in metrics:
+        sds = out[f"{m} sd"] if f"{m} sd" in out else [None] * len(out)
+        out[m] = [cell(v, s, digits, 50.0 if m in flag else None) for v, s in zip(out[m], sds, strict=True)]
+        out = out.drop(columns=[f"{m} sd"], errors="ignore")
+    out = out.drop(columns=["seeds"], errors="ignore")
+    return out.astype(object).where(out.notna(), UNDEFINED)
+
+
+def formatted(df: pd.DataFrame, float_format: str = "%.4f") -> pd.DataFrame:
+    """`df` as strings: floats with `float_format`, undefined (NaN) as "—", everything else as it is."""
+    out = df.astype(object).copy()
+    for c in df.columns:
+        if df[c].dtype.kind == "f":
+            out[c] = [UNDEFINED if not np.isfinite(v) else float_format % v for v in df[c]]
+    return out.where(df.notna(), UNDEFINED)
+
+
+def has_flags(table: pd.DataFrame) -> bool:
+    """True when any cell of a :func:`display_table` carries the below-chance flag."""
+    return bool(table.astype(str).apply(lambda col: col.str.contains(FLAG, regex=False)).to_numpy().any())
+
+
+def to_markdown(table: pd.DataFrame, caption: str) -> str:
+    """Markdown with the caption above (and the flag's meaning below when a cell is flagged)."""
+    md = table.astype(object).where(table.notna(), UNDEFINED).to_markdown(index=False, disable_numparse=True)
+    note = f"\n\n{FLAG_NOTE}." if has_flags(table) else ""
+    return f"**{caption}**\n\n{md}{note}\n"

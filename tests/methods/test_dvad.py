@@ -1,0 +1,112 @@
+"""DVAD: shapes through the whole model, the loss falls on a tiny run, scores, switches, seeds, batch independence."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from adlib.methods import METHODS
+from adlib.methods.base import TrainBudget
+from adlib.methods.dvad import (
+    DVAD,
+    DVADConfig,
+    combine_scales,
+    fit,
+    reconstruction_loss,
+    scale_scores,
+    trained_config,
+    with_test_time,
+)
+
+TINY = DVADConfig(dims=(16, 8, 8, 8), directions=2, batch=4, score_batch=5)
+
+
+def pyramid(n: int = 12, seed: int = 0) -> list[torch.Tensor]:
+    """Encoder-like maps at strides 4, 8, 16 of a 64-px image: [n, 4, 16, 16], [n, 6, 8, 8], [n, 8, 4, 4]."""
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(n, c, s, s, generator=g) for c, s in ((4, 16), (6, 8), (8, 4))]
+
+
+def test_shapes_through_the_whole_model(one_thread) -> None:
+    maps = pyramid()
+    model = DVAD([4, 6, 8], TINY)
+    recon = model(maps)
+    assert [r.shape for r in recon] == [m.shape for m in maps]
+    assert model.score(maps).shape == (12, 16, 16)  # the finest scale
+    gates = model.gate_maps(maps)
+    assert [tuple(g.shape) for g in gates] == [(12, 5, 2, 2), (12, 5, 4, 4), (12, 5, 8, 8)]  # one per GLD block
+    for g in gates:
+        torch.testing.assert_close(g.sum(1), torch.ones_like(g[:, 0]))
+
+
+def test_the_loss_falls_on_a_tiny_run(one_thread) -> None:
+    model = fit(pyramid(), TINY, TrainBudget(steps=30, seed=0))
+    h = model.loss_history
+    assert h.shape == (30,) and torch.isfinite(h).all()
+    assert h[-5:].mean() < 0.8 * h[:5].mean()
+    assert not model.training
+
+
+def test_training_is_deterministic_given_the_seed(one_thread) -> None:
+    a, b = (fit(pyramid(), TINY, TrainBudget(steps=3, seed=1)) for _ in range(2))
+    torch.testing.assert_close(a.loss_history, b.loss_history)
+    c = fit(pyramid(), TINY, TrainBudget(steps=3, seed=2))
+    assert not torch.equal(a.loss_history, c.loss_history)
+
+
+def test_scores_against_their_formulas() -> None:
+    r, f = torch.randn(3, 5, 4, 4), torch.randn(3, 5, 4, 4)
+    torch.testing.assert_close(scale_scores([r], [f], "cosine")[0], 1 - F.cosine_similarity(r, f, dim=1))
+    torch.testing.assert_close(scale_scores([r], [f], "mse")[0], ((r - f) ** 2).mean(1))
+    fine, coarse = torch.rand(2, 4, 4), torch.rand(2, 2, 2)
+    up = F.interpolate(coarse[:, None], size=(4, 4), mode="bilinear", align_corners=False)[:, 0]
+    torch.testing.assert_close(combine_scales([fine, coarse]), (fine + up) / 2)
+    loss = reconstruction_loss([r, r[:, :, :2, :2]], [f, f[:, :, :2, :2]])
+    torch.testing.assert_close(loss, F.mse_loss(r, f) + F.mse_loss(r[:, :, :2, :2], f[:, :, :2, :2]))
+    with pytest.raises(ValueError, match="score must be one of"):
+        scale_scores([r], [f], "l1")
+
+
+def test_the_score_is_a_test_time_switch(one_thread) -> None:
+    cfg = dataclasses.replace(TINY, score="mse")
+    assert trained_config(cfg) == trained_config(TINY)  # one trained model serves both scores (one cache entry)
+    assert trained_config(cfg).score == "cosine"
+    model = fit(pyramid(), TINY, TrainBudget(steps=2))
+    maps = pyramid(4, seed=3)
+    cos = model.score(maps)
+    mse = with_test_time(model, cfg).score(maps)
+    torch.testing.assert_close(mse, model.score(maps, "mse"))
+    assert not torch.allclose(cos, mse)
+    assert METHODS["dvad"].trained_config(cfg) == trained_config(TINY)
+
+
+def test_an_image_scores_the_same_alone_and_in_a_batch(one_thread) -> None:
+    """Per-image plug-in, InstanceNorm per image and BatchNorm in eval mode: no image sees another at test time."""
+    model = fit(pyramid(), TINY, TrainBudget(steps=2))
+    maps = pyramid(5, seed=4)
+    together = model.score(maps)
+    alone = torch.cat([model.score([m[i : i + 1] for m in maps]) for i in range(5)])
+    torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"use_mamba": False, "use_cnn": False, "use_hyper": False}, "at least one of"),
+        ({"experts": 0}, "experts must be >= 1"),
+        ({"score": "l2"}, "score must be one of"),
+        ({"dims": (8, 8, 8), "depths": (1, 1, 0)}, "need 4 stages for 3 maps"),
+        ({"batch": 1}, "batch must be >= 2"),
+    ],
+)
+def test_config_errors_name_the_parameter(change, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        DVAD([4, 6, 8], dataclasses.replace(TINY, **change))
+
+
+def test_fit_refuses_aggregated_features() -> None:
+    with pytest.raises(ValueError, match="stage maps"):
+        fit(torch.randn(4, 8, 4, 4), TINY, TrainBudget(steps=1))  # type: ignore[arg-type]

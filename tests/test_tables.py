@@ -1,0 +1,57 @@
+"""Table conventions: mean and sample sd over seeds, percent, flags below chance, "—" for undefined."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from adlib.tables import FLAG, UNDEFINED, cell, display_table, has_flags, percent, seed_summary, to_markdown
+
+
+def test_seed_summary_by_hand() -> None:
+    df = pd.DataFrame(
+        {
+            "method": ["a", "a", "a", "b", "b", "b"],
+            "seed": [0, 1, 2, 0, 1, 2],
+            "I-AUROC": [0.9, 0.8, 0.7, 0.5, 0.5, 0.5],
+            "P-AUROC": [np.nan, np.nan, np.nan, 0.2, 0.4, 0.6],
+        }
+    )
+    s = seed_summary(df, ["method"], ["I-AUROC", "P-AUROC"])
+    assert list(s["method"]) == ["a", "b"] and list(s["seeds"]) == [3, 3]
+    assert math.isclose(s.loc[0, "I-AUROC"], 0.8) and math.isclose(s.loc[0, "I-AUROC sd"], 0.1)  # sample sd (ddof 1)
+    assert math.isnan(s.loc[0, "P-AUROC"])
+    assert math.isclose(s.loc[1, "P-AUROC"], 0.4) and math.isclose(s.loc[1, "P-AUROC sd"], 0.2)
+    one = seed_summary(df[df.seed == 0], ["method"], ["I-AUROC"])
+    assert math.isnan(one.loc[0, "I-AUROC sd"])  # one seed: no spread
+
+
+def test_cells_and_flags() -> None:
+    assert cell(97.14, 0.44) == "97.1 ± 0.4"
+    assert cell(97.14) == "97.1" and cell(97.14, float("nan")) == "97.1"
+    assert cell(float("nan"), 1.0) == UNDEFINED
+    assert cell(42.0, 3.0, flag_below=50) == f"42.0 ± 3.0 {FLAG}"
+    assert cell(50.0, flag_below=50) == "50.0"
+    assert cell(2.34, 0.4, signed=True) == "+2.3 ± 0.4" and cell(-0.04, signed=True) == "-0.0"
+
+
+def test_display_table_and_markdown() -> None:
+    df = pd.DataFrame({"method": ["a", "b"], "seed": [0, 0], "P-AUROC": [0.31, np.nan], "note": ["x", None]})
+    s = percent(seed_summary(df, ["method", "note"], ["P-AUROC"]), ["P-AUROC"])
+    t = display_table(s, ["P-AUROC"], flag=["P-AUROC"])
+    assert list(t.columns) == ["method", "note", "P-AUROC"]
+    assert list(t["P-AUROC"]) == [f"31.0 {FLAG}", UNDEFINED] and t.loc[1, "note"] == UNDEFINED
+    assert has_flags(t)
+    md = to_markdown(t, "Caption: setting")
+    assert md.startswith("**Caption: setting**") and "nan" not in md and "below 50 %" in md
+    assert not has_flags(display_table(s.iloc[1:], ["P-AUROC"], flag=["P-AUROC"]))
+
+
+def test_formatted_honours_the_float_format_and_undefined() -> None:
+    from adlib.tables import formatted
+
+    df = pd.DataFrame({"name": ["a", "b"], "x": [0.12345, np.nan], "n": [3, 4]})
+    f = formatted(df, "%.2f")
+    assert list(f["x"]) == ["0.12", UNDEFINED] and list(f["name"]) == ["a", "b"] and list(f["n"]) == [3, 4]
