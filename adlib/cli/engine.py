@@ -32,6 +32,8 @@ import asyncio
 import contextlib
 import os
 import time
+import uuid
+from pathlib import Path
 from queue import Empty
 from typing import Any
 
@@ -157,6 +159,21 @@ class RobustKernelManager(AsyncKernelManager):
     @default("transport")
     def _default_transport(self) -> str:
         return "ipc" if os.name == "posix" else "tcp"
+
+    @default("ip")
+    def _default_ip(self) -> str:
+        """For IPC an absolute, unique socket prefix in Jupyter's runtime folder.
+
+        jupyter_client's default, "kernel-ipc", is relative: a client and a kernel that run in different
+        folders would then never meet (and two kernels in one folder could collide).
+        """
+        if self.transport != "ipc":
+            return super()._ip_default()
+        from jupyter_core.paths import jupyter_runtime_dir
+
+        folder = Path(jupyter_runtime_dir())
+        folder.mkdir(parents=True, exist_ok=True)
+        return str(folder / f"adlib-{uuid.uuid4().hex[:12]}-ipc")
 
     client_class = DottedObjectName(f"{__name__}.RobustKernelClient")
     client_factory = Type(klass=RobustKernelClient)

@@ -136,3 +136,34 @@ def test_kernels_draw_inline_whatever_the_callers_backend(tmp_path: Path, monkey
         for o in state["state"].get("outputs", [])
     ]
     assert any("image/png" in o.get("data", {}) for o in widget_outputs)  # the figure, inside the explorer
+
+
+def test_ipc_sockets_are_absolute_and_unique() -> None:
+    """A client and a kernel in different folders must find each other's sockets (issue 6, stress harness)."""
+    from adlib.cli.engine import RobustKernelManager
+
+    a, b = RobustKernelManager(kernel_name="python3"), RobustKernelManager(kernel_name="python3")
+    if a.transport != "ipc":
+        pytest.skip("IPC transport is used on POSIX only")
+    assert os.path.isabs(a.ip) and a.ip != b.ip
+
+
+def test_a_kernel_started_elsewhere_is_reached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """nbclient with our kernel manager, the kernel's folder differing from the client's (as in the stress test)."""
+    from nbclient import NotebookClient
+
+    from adlib.cli.engine import RobustKernelManager
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("import os; print(os.getcwd())")]
+    (tmp_path / "kernel_here").mkdir()
+    monkeypatch.chdir(tmp_path)
+    client = NotebookClient(
+        nb,
+        kernel_name="python3",
+        kernel_manager_class=RobustKernelManager,
+        timeout=60,
+        resources={"metadata": {"path": str(tmp_path / "kernel_here")}},
+    )
+    client.execute()
+    assert "kernel_here" in nb.cells[0].outputs[0]["text"]
