@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "browser: drives JupyterLab in headless Chromium (deselect with -m 'not browser')"
+    )
 
 
 @pytest.fixture
@@ -13,3 +21,9 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One feature cache ($ADLIB_CACHE) for every notebook run of a session, as in a real run."""
+    return tmp_path_factory.mktemp("feature_cache")

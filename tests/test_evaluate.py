@@ -88,7 +88,9 @@ def test_run_method_is_one_path_for_every_method() -> None:
         "adapted_moe": AdaptedMoEConfig(expert=SimpleNetConfig(hidden=16), pseudo_subclasses=2, top_k=1),
         "anomaly_moe": AnomalyMoEConfig(experts_per_level=2, router_hidden=8, patch_hidden=4, global_hidden=8),
     }
-    assert set(configs) == set(METHODS)
+    # DVAD takes the encoder's stage maps, not one [N, C, h, w] map: its run_method test is
+    # tests/methods/test_dvad.py::test_run_method_takes_stage_maps_and_finds_a_clear_anomaly.
+    assert set(configs) | {"dvad"} == set(METHODS)
     for name, cfg in configs.items():
         ev = run_method(name, cat, train, test, TrainBudget(steps=5, patches_per_step=32, router_steps=2), cfg)
         assert ev.maps.shape == (4, 16, 16) and ev.scores.shape == (4,)

@@ -16,11 +16,6 @@ from adlib.cli.reproduce import list_notebooks, reproduce
 NOTEBOOKS = list_notebooks()
 
 
-@pytest.fixture(scope="session")
-def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("feature_cache")
-
-
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs_at_ci_profile(
     notebook: Path, tmp_path: Path, shared_cache: Path, monkeypatch: pytest.MonkeyPatch

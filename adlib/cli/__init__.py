@@ -105,6 +105,9 @@ def _parser() -> argparse.ArgumentParser:
     ben.add_argument(
         "--out", type=Path, default=None, help="JSON file to write (default: results/bench_<profile>[_<real>].json)"
     )
+    ben.add_argument(
+        "--scan", action="store_true", help="add the selective-scan benchmark (sequential, chunked, mambapy if installed)"
+    )
     return parser
 
 
@@ -166,5 +169,5 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         return main_reproduce(args)
     from .bench import bench
 
-    bench(**args.bench)
+    bench(**args.bench, scan=args.scan)
     return 0

@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -153,27 +154,39 @@ class RobustKernelClient(AsyncKernelClient):
         return ch
 
 
+IPC_PATH_MAX = 100  # a unix socket path holds at most 107 bytes (sun_path); the kernel appends "-N"
+
+
+def _ipc_prefix() -> str | None:
+    """An absolute, unique, short enough socket prefix: Jupyter's runtime folder, else the temp folder.
+
+    jupyter_client's default, "kernel-ipc", is relative: a client and a kernel that run in different
+    folders would never meet, and two kernels in one folder could collide. A deep runtime folder (a
+    HOME inside pytest's tmp_path) makes paths longer than a unix socket allows; then the temp folder
+    serves, and where that is too deep as well, None (the caller falls back to TCP).
+    """
+    from jupyter_core.paths import jupyter_runtime_dir
+
+    name = f"adlib-{uuid.uuid4().hex[:12]}-ipc"
+    for folder in (Path(jupyter_runtime_dir()), Path(tempfile.gettempdir())):
+        if len(str(folder / name).encode()) + 8 <= IPC_PATH_MAX:
+            folder.mkdir(parents=True, exist_ok=True)
+            return str(folder / name)
+    return None
+
+
 class RobustKernelManager(AsyncKernelManager):
     """IPC transport on POSIX, the inline matplotlib backend, and a :class:`RobustKernelClient`."""
 
     @default("transport")
     def _default_transport(self) -> str:
-        return "ipc" if os.name == "posix" else "tcp"
+        return "ipc" if os.name == "posix" and _ipc_prefix() is not None else "tcp"
 
     @default("ip")
     def _default_ip(self) -> str:
-        """For IPC an absolute, unique socket prefix in Jupyter's runtime folder.
-
-        jupyter_client's default, "kernel-ipc", is relative: a client and a kernel that run in different
-        folders would then never meet (and two kernels in one folder could collide).
-        """
-        if self.transport != "ipc":
-            return super()._ip_default()
-        from jupyter_core.paths import jupyter_runtime_dir
-
-        folder = Path(jupyter_runtime_dir())
-        folder.mkdir(parents=True, exist_ok=True)
-        return str(folder / f"adlib-{uuid.uuid4().hex[:12]}-ipc")
+        """For IPC an absolute, unique socket prefix (see :func:`_ipc_prefix`)."""
+        prefix = _ipc_prefix() if self.transport == "ipc" else None
+        return prefix if prefix is not None else super()._ip_default()
 
     client_class = DottedObjectName(f"{__name__}.RobustKernelClient")
     client_factory = Type(klass=RobustKernelClient)
@@ -193,8 +206,35 @@ class RobustNotebookClient(PapermillNotebookClient):
         super().__init__(nb_man, **kw)
         self.inactivity_s = inactivity_s
 
+    def _close_sockets(self, km: Any) -> None:
+        """Close every socket of a kernel that failed to start, now and with no linger.
+
+        A socket that failed to connect (or nbclient's cleanup, whose stop_channels reopens such a channel)
+        is otherwise left to the garbage collector, whose Context.term can then wait for ever on it, in
+        whatever code happens to run then: a later test, a later notebook.
+        """
+        for holder in (getattr(self, "kc", None), km):
+            ctx = getattr(holder, "context", None)
+            if ctx is not None and not ctx.closed:
+                with contextlib.suppress(Exception):
+                    ctx.destroy(linger=0)
+
+    async def async_start_new_kernel(self, **kw: Any) -> None:
+        try:
+            await super().async_start_new_kernel(**kw)
+        except BaseException:
+            self._close_sockets(self.km)
+            raise
+
+    start_new_kernel = run_sync(async_start_new_kernel)  # papermill's execute() calls the sync one
+
     async def async_start_new_kernel_client(self) -> Any:
-        kc = await super().async_start_new_kernel_client()
+        km = self.km
+        try:
+            kc = await super().async_start_new_kernel_client()
+        except BaseException:
+            self._close_sockets(km)
+            raise
         pid = getattr(getattr(self.km, "provisioner", None), "pid", None)
         kc.watchdog = Watchdog(self.inactivity_s, pid)
         return kc

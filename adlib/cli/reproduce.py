@@ -232,6 +232,11 @@ def reproduce(
         info[book.name] = run_entry(book, seconds, profile, device, outputs)
         write_atomic(info_path, json.dumps(info, indent=2, sort_keys=True) + "\n")
         done.append(target)
+
+    def show(p: Path) -> str:
+        return f"{p.relative_to(REPO_ROOT)}/" if p.is_relative_to(REPO_ROOT) else f"{p}/"
+
+    print(f"tables: {show(dirs[0])}   figures: {show(figures_dir)}   executed notebooks: {show(executed_dir)}")
     return done
 
 
@@ -369,5 +374,4 @@ def main_reproduce(args) -> int:  # noqa: ANN001 - argparse.Namespace, checked b
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    print("tables: results/tables/   figures: figures/   executed notebooks: results/executed/")
     return 0

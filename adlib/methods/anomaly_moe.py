@@ -13,13 +13,13 @@ all, ``G = 6``) that reconstruct frozen encoder features at their level (``adlib
 
 **Router.** An MLP on the image's global feature (the paper: the CLS token; here the global average
 of the features) gives logits over all ``3G`` experts; the top-k (k = 3) are chosen jointly and
-weighted by a softmax over the selected (``adlib.nn.gating.topk_weights`` of the softmax). Every
-expert's loss on an image is multiplied by its routing weight (0 when not selected), so the router
-learns from the reconstruction losses; the losses of the three levels are scaled 1, 0.1, 0.1 (the
-authors' code). Two regularisers: **ESB** (``adlib.nn.gating.esb_loss``, weight 0.01) balances the
-experts' use; **EIR** (``adlib.nn.losses.club_upper_bound``, weight 1e-4) is the CLUB bound of the
-mutual information between the pooled outputs of two random patch experts and of two random global
-experts (layer-normalised), whose estimators learn by their own Adam (log-likelihood, clip 0.1).
+weighted by a softmax over the selected (``adlib.nn.gating.topk_weights`` of the softmax). Each
+selected expert runs on the image, its loss multiplied by its routing weight; the three levels'
+losses are scaled 1, 0.1, 0.1 (the authors' code). Two regularisers: **ESB**
+(``adlib.nn.gating.esb_loss``, weight 0.01) balances the experts' use; **EIR**
+(``adlib.nn.losses.club_upper_bound``, weight 1e-4) is the CLUB bound of the mutual information between
+the pooled outputs of two random patch experts and of two random global experts (layer-normalised);
+the CLUB estimators learn by their own Adam (log-likelihood, gradient clip 0.1).
 
 **Fusion.** Per level, the routing-weighted mean of its selected experts' maps; each level's map is
 normalised by its 1st/99th percentile on the *training* images (stored at fit time; the authors
@@ -28,14 +28,29 @@ min-max normalise over each class's test set), multiplied by the largest routing
 ``[N, h, w]``; upsampling, Gaussian smoothing (sigma 4 at 256 px) and the image score (the paper: mean
 of the top 1 % of pixels, ``adlib.maps.image_scores(maps, "top1")``) happen in ``adlib.maps``.
 
-**Ours.** DINOv2-reg ViT-B/14 is not available offline: the experts reconstruct our CNN patch features
-(``adlib.features``: EfficientNet-Lite0 stages 2+3), standardised per channel with the training
-statistics (their channels have very different scales; a cosine on raw post-activation features is
-near 1 everywhere). The per-group weighted *mean* (authors: weighted sum, which scales a map by the
-group's total weight before the max weight scales it again). Training counts ``budget.steps``
-optimizer steps of ``batch_size`` images (authors: 100k iterations of 8 images per GPU, StableAdamW
-with amsgrad; here AdamW, the same lr, warm-up and cosine decay to 0.01 x lr). One model for all
-categories: the caller concatenates training features of several data sets.
+**Ours, where the authors' code does not carry over to our features** (each a config switch;
+``AUTHORS_CODE`` is the config with the authors' choices):
+
+- *Backbone.* DINOv2-reg ViT-B/14 is not available offline: the experts reconstruct our CNN patch
+  features (``adlib.features``: EfficientNet-Lite0 stages 2+3), standardised per channel with the
+  training mean and std (the channels' scales differ by orders of magnitude). Components are found on
+  the unstandardised features (``component_features``).
+- *Routing* (``router_signal``). In the authors' code one term, ``sum_e w_e * scale_e * loss_e``, trains
+  experts and router, so the router learns to send images to the level with the smallest *scaled*
+  loss. On our features that is never the patch level: within ~10 steps every image routes to
+  component and global experts only, and ESB cannot bring the others back (their softmax probability,
+  and with it their gradient, is ~0). ``"relative"`` keeps the experts' term and gives the router
+  ``sum_e w_e * loss_e / running_mean(loss of e's level)``: levels compete on relative error.
+- *Global map* (``global_map``). On our features ``mean_c (AE - student)^2`` grows with the feature
+  energy, which is *lower* on the synthetic defects, so the map ranks normal images above anomalous
+  ones (I-AUROC 0.1-0.4 on the built-in textures); ``"cosine+ae"`` = ``1 - cos(AE, student) +
+  1 - cos(AE, f)`` is scale-free, like the other two levels' maps.
+- The per-level weighted *mean* of the selected experts' maps (authors: the weighted sum, which scales
+  a map by the level's total weight before the largest weight scales it again). Training counts
+  ``budget.steps`` optimizer steps of ``batch_size`` images (authors: 100k iterations of 8 images per
+  GPU, StableAdamW with amsgrad; here AdamW with the same lr, warm-up and cosine decay to 0.01 x lr).
+
+One model for all categories: the caller concatenates training features of several data sets.
 """
 
 from __future__ import annotations
@@ -48,14 +63,22 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ..nn.autoencoders import ComponentAutoencoder, GlobalAutoencoder, PatchExpert, Student
+from ..nn.autoencoders import (
+    GLOBAL_MAPS,
+    ComponentAutoencoder,
+    GlobalAutoencoder,
+    PatchExpert,
+    Student,
+    component_expert_scores,
+    global_expert_outputs,
+    patch_expert_outputs,
+)
 from ..nn.gating import Z_LOSSES, esb_loss, topk_weights
-from ..nn.losses import CLUBEstimator, club_log_likelihood, club_upper_bound, hard_mined_cosine_loss
+from ..nn.losses import CLUBEstimator, club_log_likelihood, club_upper_bound
 from . import components as comp
 from .base import StepSampler, TrainBudget, check_loss
 
 LEVELS = ("patch", "component", "global")
-GLOBAL_MAPS = ("mse", "cosine", "cosine+ae")
 LOSS_TERMS = ("total", "reconstruction", *LEVELS, "routing", "esb", "eir", "estimator")
 
 
@@ -106,6 +129,9 @@ class AnomalyMoEConfig:
     norm_images: int = 512  # ours: training images (at most) whose maps give the normalisation statistics
     center: bool = True  # ours: subtract the training mean before dividing by the training std
     chunk: int = 64  # images per forward pass at test time (memory bound only)
+
+
+AUTHORS_CODE = AnomalyMoEConfig(router_signal="loss", global_map="mse")  # the authors' choices where ours differ
 
 
 class AnomalyMoE(nn.Module):
@@ -201,32 +227,17 @@ def check_config(cfg: AnomalyMoEConfig) -> None:
 
 def patch_pass(model: AnomalyMoE, i: int, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Patch expert ``i`` on ``x: [n, C, h, w]``: loss ``[n]``, map ``[n, h, w]``, pooled output ``[n, C]``."""
-    recon = model.patch[i](x)  # [n, C, h, w]
-    loss = hard_mined_cosine_loss(x, recon, model.cfg.hard_mining_p, model.cfg.hard_mining_factor)  # [n]
-    return loss, 1 - F.cosine_similarity(x, recon, dim=1), recon.mean(dim=(2, 3))  # [n], [n, h, w], [n, C]
+    return patch_expert_outputs(model.patch[i], x, model.cfg.hard_mining_p, model.cfg.hard_mining_factor)
 
 
 def global_pass(model: AnomalyMoE, i: int, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Global expert ``i``: loss ``mse(AE, x) + mse(student, AE)`` ``[n]``, map ``[n, h, w]``, student GAP ``[n, C]``.
-
-    The map is ``cfg.global_map`` of the outputs (see the config).
-    """
-    ae = model.global_ae[i](x)  # [n, C, h, w]
-    st = model.student[i](x)  # [n, C, h, w]
-    ae_err = ((ae - x) ** 2).mean(dim=1)  # [n, h, w]
-    st_err = ((st - ae) ** 2).mean(dim=1)  # [n, h, w]  the student imitates the autoencoder (no detach)
-    if model.cfg.global_map == "mse":
-        amap = st_err  # [n, h, w]
-    else:
-        amap = 1 - F.cosine_similarity(ae, st, dim=1)  # [n, h, w]
-        if model.cfg.global_map == "cosine+ae":
-            amap = amap + 1 - F.cosine_similarity(ae, x, dim=1)  # [n, h, w]
-    return (ae_err + st_err).mean(dim=(1, 2)), amap, st.mean(dim=(2, 3))  # [n], [n, h, w], [n, C]
+    """Global expert ``i``: loss ``[n]``, map (``cfg.global_map``) ``[n, h, w]``, pooled student output ``[n, C]``."""
+    return global_expert_outputs(model.global_ae[i], model.student[i], x, model.cfg.global_map)
 
 
 def component_pass(model: AnomalyMoE, i: int, f: Tensor) -> Tensor:
     """Component expert ``i`` on pooled component features ``f: [m, C]``: ``1 - cos`` ``[m]`` (loss and score)."""
-    return 1 - F.cosine_similarity(model.component[i](f), f, dim=1)  # [m]
+    return component_expert_scores(model.component[i], f)  # [m]
 
 
 def component_features(model: AnomalyMoE, x: Tensor) -> tuple[comp.Components, Tensor]:
@@ -352,8 +363,9 @@ def fit(train_feats: Tensor, cfg: AnomalyMoEConfig | None = None, budget: TrainB
     Per step: route the minibatch, run each expert on the images that selected it, sum the levels'
     routing-weighted losses (x ``loss_scales``), add ``esb_weight`` x ESB and ``eir_weight`` x EIR, one
     AdamW step on experts and router; then one Adam step of the CLUB estimators on the detached pooled
-    outputs. Components (k-means on the standardised training features) are found once. Then the
-    normalisation statistics are measured on the training images (:func:`set_norm_stats`).
+    outputs (``router_signal="relative"`` adds the router's own term). Components (k-means on the
+    training features) are found once, before training. Then the normalisation statistics are measured
+    on the training images (:func:`set_norm_stats`).
     Deterministic given ``budget.seed`` (k-means, initial weights, dropout, minibatches, EIR pairs).
     Returns the model in eval mode on ``budget.device`` with ``loss_history`` (``LOSS_TERMS`` -> ``[steps]``).
     """

@@ -7,7 +7,7 @@ images, then for every image a heat map per cluster (similarity to the centre mi
 CRF), Otsu-thresholded into one mask per cluster; clusters that fill several image corners
 (background) or are faint on the first training image are dropped for the whole category.
 
-Ours, on the method's own (standardised) CNN patch features ``[N, C, h, w]``:
+Ours, on CNN patch features ``[N, C, h, w]`` (AnomalyMoE passes them unstandardised, see there):
 
 1. :func:`fit_centres`: k-means (``sklearn.cluster.KMeans``, ``random_state = seed``) of
    L2-normalised training features, on at most ``max_samples`` positions drawn with ``seed``

@@ -45,9 +45,9 @@ from ..nn.mamba import MambaConfig
 from .base import StepSampler, TrainBudget, check_loss
 
 SCORES = ("cosine", "mse")
-# Optimizer steps of one DVAD training in the notebooks (05-07) and `python -m adlib bench`, per profile: ci is a
-# smoke test; full keeps each of notebook 07's ~40 trainings near a minute on a 2-core CPU (batch 8, 256 px).
-PROFILE_STEPS = {"ci": 20, "full": 200}
+# Optimizer steps of one DVAD training in notebooks 06-07 and `python -m adlib bench`, per profile: ci is a smoke
+# test; full keeps each of notebook 07's 39 trainings near a minute on a 2-core CPU (batch 8, 256 px: ~0.35-0.6 s/step).
+PROFILE_STEPS = {"ci": 10, "full": 100}
 
 
 @dataclass(frozen=True)
@@ -168,6 +168,14 @@ class DVAD(nn.Module):
     def score(self, maps: Sequence[Tensor], kind: str | None = None) -> Tensor:
         """Patch anomaly scores at the finest scale: ``[N, h_1, w_1]`` (scales averaged, see module docstring)."""
         return combine_scales(self.scale_maps(maps, kind))
+
+    def score_all(self, maps: Sequence[Tensor]) -> dict[str, Tensor]:
+        """Both scores from one forward pass: ``{"cosine": [N, h_1, w_1], "mse": [N, h_1, w_1]}``."""
+        parts: dict[str, list[list[Tensor]]] = {k: [] for k in SCORES}
+        for x, r in self._batches(maps):
+            for k in SCORES:
+                parts[k].append([p.cpu() for p in scale_scores(r, x, k)])  # per scale [b, h_l, w_l]
+        return {k: combine_scales([torch.cat([p[l] for p in v]) for l in range(len(maps))]) for k, v in parts.items()}
 
     def gate_maps(self, maps: Sequence[Tensor]) -> list[Tensor]:
         """Every GLD block's gate weights, coarsest block first: ``[N, M, h, w]`` each, summing to 1 over M."""

@@ -18,12 +18,17 @@ anomaly score at that level (``adlib.methods.anomaly_moe`` trains and mixes them
   the two agree; where it is not, the autoencoder (which only knows normal layouts) and the local
   student disagree. The authors run both on the image (EfficientAD's pixel-level nets); here both run
   on the backbone features, so any ``h, w`` works.
+
+``patch_expert_outputs``, ``global_expert_outputs`` and ``component_expert_scores`` give each kind's
+training loss, anomaly map and pooled output (the latter for AnomalyMoE's EIR).
 """
 
 from __future__ import annotations
 
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .losses import hard_mined_cosine_loss
 
 
 class PatchExpert(nn.Module):
@@ -126,3 +131,43 @@ class Student(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)  # [B, C, h, w]
+
+
+# ----------------------------------------------------------------------------- losses and maps of the experts
+
+
+def patch_expert_outputs(
+    expert: PatchExpert, x: Tensor, p: float = 0.9, factor: float = 0.1
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Loss ``[n]`` (hard-mined cosine), map ``1 - cos(x, x_hat)`` ``[n, h, w]`` and pooled output ``[n, C]``."""
+    recon = expert(x)  # [n, C, h, w]
+    loss = hard_mined_cosine_loss(x, recon, p, factor)  # [n]
+    return loss, 1 - F.cosine_similarity(x, recon, dim=1), recon.mean(dim=(2, 3))  # [n], [n, h, w], [n, C]
+
+
+GLOBAL_MAPS = ("mse", "cosine", "cosine+ae")
+
+
+def global_expert_outputs(
+    ae: GlobalAutoencoder, student: Student, x: Tensor, kind: str = "mse"
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Loss ``mse(AE, x) + mse(student, AE)`` ``[n]``, map ``[n, h, w]`` and the student's pooled output ``[n, C]``.
+
+    The student imitates the autoencoder without a detach (both learn from that term, as in EfficientAD).
+    Maps (``kind``): ``"mse"`` = ``mean_c (AE - student)^2`` (EfficientAD, the AnomalyMoE authors);
+    ``"cosine"`` = ``1 - cos(AE, student)``; ``"cosine+ae"`` adds the autoencoder's ``1 - cos(AE, x)``.
+    """
+    out, st = ae(x), student(x)  # [n, C, h, w], [n, C, h, w]
+    ae_err = ((out - x) ** 2).mean(dim=1)  # [n, h, w]
+    st_err = ((st - out) ** 2).mean(dim=1)  # [n, h, w]
+    if kind not in GLOBAL_MAPS:
+        raise ValueError(f"global_map must be one of {GLOBAL_MAPS}, got {kind!r}")
+    amap = st_err if kind == "mse" else 1 - F.cosine_similarity(out, st, dim=1)  # [n, h, w]
+    if kind == "cosine+ae":
+        amap = amap + 1 - F.cosine_similarity(out, x, dim=1)  # [n, h, w]
+    return (ae_err + st_err).mean(dim=(1, 2)), amap, st.mean(dim=(2, 3))  # [n], [n, h, w], [n, C]
+
+
+def component_expert_scores(ae: ComponentAutoencoder, f: Tensor) -> Tensor:
+    """``1 - cos(AE(f), f)`` of pooled component features ``f: [m, C]`` -> ``[m]`` (loss and score)."""
+    return 1 - F.cosine_similarity(ae(f), f, dim=1)  # [m]

@@ -163,3 +163,12 @@ def test_help_shows_defaults_profiles_and_method_names(capsys: pytest.CaptureFix
         assert "(default: ci)" in text and "ci: 128 px" in text and "full: 256 px" in text
         assert "(default: auto)" in text and "(default: None)" not in text
     assert f"subset of: {', '.join(METHODS)} (default: all)" in text  # bench
+
+
+def test_bench_scan_flag_reaches_bench(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--scan` adds the selective-scan benchmark; without it, bench runs without."""
+    seen: list[bool] = []
+    monkeypatch.setattr(bench_module, "bench", lambda scan=False, **kw: seen.append(scan))
+    assert main(["bench", "--scan", "--methods", "patchcore"]) == 0
+    assert main(["bench", "--methods", "patchcore"]) == 0
+    assert seen == [True, False]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -146,6 +147,48 @@ def test_ipc_sockets_are_absolute_and_unique() -> None:
     if a.transport != "ipc":
         pytest.skip("IPC transport is used on POSIX only")
     assert os.path.isabs(a.ip) and a.ip != b.ip
+
+
+def test_a_deep_runtime_folder_falls_back_to_a_short_socket_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A unix socket path holds at most 107 bytes: a deep JUPYTER_RUNTIME_DIR must not break the kernel."""
+    from adlib.cli import engine
+
+    deep = tmp_path / ("d" * 60) / "runtime"
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(deep))
+    monkeypatch.setattr(engine.tempfile, "gettempdir", lambda: "/tmp")
+    prefix = engine._ipc_prefix()
+    assert prefix is not None and prefix.startswith("/tmp/adlib-") and len(prefix) + 8 <= engine.IPC_PATH_MAX
+    short = tempfile.mkdtemp(dir="/tmp")
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", short)
+    assert engine._ipc_prefix().startswith(f"{short}/adlib-")  # the runtime folder first, where it fits
+    os.rmdir(short)
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(deep))
+    monkeypatch.setattr(engine.tempfile, "gettempdir", lambda: str(deep))
+    assert engine._ipc_prefix() is None  # nothing fits: TCP
+    if os.name == "posix":
+        assert engine.RobustKernelManager(kernel_name="python3").transport == "tcp"
+
+
+def test_a_kernel_that_fails_to_start_leaves_no_open_socket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """CI hung for 85 minutes: a failed start left a socket whose context, garbage-collected in a later test,
+    waited for ever in Context.term. The failure is forced with a socket path longer than unix allows."""
+    import gc
+
+    import zmq
+
+    from adlib.cli import engine
+
+    monkeypatch.setattr(engine, "IPC_PATH_MAX", 10_000)
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / ("d" * 120)))
+    before = {id(o) for o in gc.get_objects() if issubclass(type(o), zmq.Context) and not o.closed}
+    write_notebook(tmp_path / "nb" / "00_a.ipynb", "print(1)", parameters=PARAMETERS)
+    with pytest.raises(NotebookFailed, match="before the first cell: ZMQError"):
+        reproduce("ci", out_dir=tmp_path / "out", kernel="python3", notebook_dir=tmp_path / "nb")
+    gc.collect()
+    left = [o for o in gc.get_objects() if issubclass(type(o), zmq.Context) and not o.closed and id(o) not in before]
+    assert left == []
 
 
 def test_a_kernel_started_elsewhere_is_reached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

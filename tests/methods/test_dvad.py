@@ -79,6 +79,9 @@ def test_the_score_is_a_test_time_switch(one_thread) -> None:
     cos = model.score(maps)
     mse = with_test_time(model, cfg).score(maps)
     torch.testing.assert_close(mse, model.score(maps, "mse"))
+    both = model.score_all(maps)
+    torch.testing.assert_close(both["mse"], mse)
+    torch.testing.assert_close(both["cosine"], cos)
     assert not torch.allclose(cos, mse)
     assert METHODS["dvad"].trained_config(cfg) == trained_config(TINY)
 
@@ -110,3 +113,28 @@ def test_config_errors_name_the_parameter(change, message) -> None:
 def test_fit_refuses_aggregated_features() -> None:
     with pytest.raises(ValueError, match="stage maps"):
         fit(torch.randn(4, 8, 4, 4), TINY, TrainBudget(steps=1))  # type: ignore[arg-type]
+
+
+def test_run_method_takes_stage_maps_and_finds_a_clear_anomaly(one_thread) -> None:
+    """The one path (adlib.evaluate.run_method) works for DVAD, whose features are the encoder's stage maps."""
+    import numpy as np
+
+    from adlib.data import ADCategory, ADSplit
+    from adlib.evaluate import run_method
+
+    base = pyramid(1, seed=9)  # one normal "look", shared by all images, plus a little noise
+    train = [b + 0.1 * n for b, n in zip(base, pyramid(12), strict=True)]
+    test = [b + 0.1 * n for b, n in zip(base, pyramid(4, seed=5), strict=True)]
+    for m in test:
+        m[2:, :, : m.shape[2] // 4, : m.shape[3] // 4] += 10.0  # images 2, 3: the top-left corner is far off
+    masks = np.zeros((4, 64, 64), dtype=bool)
+    masks[2:, :16, :16] = True
+
+    def split(n: int, labels: list[int], m: np.ndarray | None) -> ADSplit:
+        images = np.zeros((n, 64, 64, 3), np.uint8)
+        return ADSplit(images, np.asarray(labels), m, ["good"] * n, [str(i) for i in range(n)])
+
+    cat = ADCategory("toy", "cat", split(12, [0] * 12, None), split(4, [0, 0, 1, 1], masks), "test")
+    ev = run_method("dvad", cat, train, test, TrainBudget(steps=40), TINY)
+    assert ev.maps.shape == (4, 64, 64) and {"fit_s", "score_s", "map_s"} <= set(ev.timings)
+    assert ev.metrics["I-AUROC"] == 1.0 and ev.metrics["P-AUROC"] > 0.9  # the corner is found

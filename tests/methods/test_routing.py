@@ -6,6 +6,7 @@ import math
 from dataclasses import replace
 from itertools import pairwise
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -14,6 +15,7 @@ from adlib.methods.base import TrainBudget
 from adlib.methods.routing import (
     RouterConfig,
     RoutingNetwork,
+    class_means,
     route,
     routing_accuracy,
     routing_loss,
@@ -52,7 +54,7 @@ def test_loss_switch() -> None:
     )
     rll = ranked_list_loss(F.normalize(x, dim=1), labels, boundary=1.1, margin=0.5, temperature=3.0, lam=0.7)
     torch.testing.assert_close(routing_loss(net, x, logits, labels, cfg), 0.3 * rll + 0.7 * ce)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="loss must be one of"):
         routing_loss(net, x, logits, labels, RouterConfig(loss="triplet"))
 
 
@@ -199,3 +201,45 @@ def test_router_follows_the_norm_switch(norm: bool) -> None:
     with torch.no_grad():
         lengths = router.embed(x).norm(dim=1)  # [N]
     assert torch.allclose(lengths, torch.ones(9)) is norm
+
+
+def test_class_means_by_hand() -> None:
+    x = torch.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, -6.0]])
+    means = class_means(x, torch.tensor([0, 0, 1]), 3)  # class 1 has one sample, class 2 none
+    torch.testing.assert_close(means, torch.tensor([[2.0, 3.0], [5.0, -6.0], [0.0, 0.0]]))
+
+
+def test_route_embeddings_is_per_row_cosine() -> None:
+    net = RoutingNetwork(2, 2, 2)
+    net.centers.copy_(torch.tensor([[2.0, 0.0], [0.0, 3.0]]))
+    x = torch.tensor([[5.0, 0.0], [0.0, 0.5], [1.0, 1.0]])  # cosines [1, 0], [0, 1], [r, r]
+    e = math.e
+    expect = torch.tensor([[e / (e + 1), 1 / (e + 1)], [1 / (e + 1), e / (e + 1)], [0.5, 0.5]])
+    torch.testing.assert_close(net.route_embeddings(x), expect)
+
+
+def test_train_router_settings() -> None:
+    g = torch.Generator().manual_seed(6)
+    x, y = _striped_maps(9, g)
+    budget = TrainBudget(router_steps=2, router_batch=4)
+    # emb_dim, an absent last subclass (n_classes > max + 1), int32 labels
+    router = train_router(x, y.numpy().astype(np.int32), RouterConfig(emb_dim=5), budget, n_classes=4)
+    assert router.proj.out_channels == 5 and router.n_classes == 4 and router.centers.shape == (4, 5)
+    torch.testing.assert_close(router.centers[3], torch.zeros(5))  # no sample: a zero centre
+    with pytest.raises(ValueError, match="loss must be one of"):
+        train_router(x, y, RouterConfig(loss="triplet"), budget)
+    assert train_router(x, y, RouterConfig(temperature=0.3), budget).temperature == 0.3
+    assert RoutingNetwork(2, 2, 2).norm  # Norm on by default, as RouterConfig
+    # float64 features train the same router
+    as_float64 = train_router(x.double(), y, None, budget)
+    torch.testing.assert_close(route(as_float64, x), route(train_router(x, y, None, budget), x))
+
+
+def test_router_learning_rate_is_used() -> None:
+    # lr = 0: Adam leaves every weight where the seed put it (the untrained router of router_steps=0)
+    g = torch.Generator().manual_seed(7)
+    x, y = _striped_maps(9, g)
+    frozen = train_router(x, y, RouterConfig(lr=0.0), TrainBudget(router_steps=3, router_batch=4, seed=1))
+    untrained = train_router(x, y, RouterConfig(), TrainBudget(router_steps=0, seed=1))
+    torch.testing.assert_close(frozen.proj.weight, untrained.proj.weight, rtol=0, atol=0)
+    torch.testing.assert_close(frozen.classifier.weight, untrained.classifier.weight, rtol=0, atol=0)

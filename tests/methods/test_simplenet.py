@@ -213,3 +213,26 @@ def test_fit_builds_the_configured_model_on_transformed_float32_features() -> No
     torch.testing.assert_close(net.score(feats), ref.score(2 * feats + 1))
     # float64 features train the same float32 model
     torch.testing.assert_close(fit(feats.double(), cfg, budget).score(feats), fit(feats, cfg, budget).score(feats))
+
+
+def test_recorded_loss_is_the_truncated_l1_with_the_configured_margin() -> None:
+    # loss_history[0] = mean(relu(th - D(q))) + mean(relu(th + D(q-))) of the first step's outputs, th = margin
+    from torch.nn.modules.module import register_module_forward_hook
+
+    from adlib.methods.simplenet import Discriminator
+
+    outputs: list[torch.Tensor] = []
+
+    def record(module: torch.nn.Module, args: tuple, out: torch.Tensor) -> None:
+        if isinstance(module, Discriminator) and module.training:
+            outputs.append(out.detach().clone())  # [2B]: D(q) then D(q-)
+
+    handle = register_module_forward_hook(record)
+    try:
+        g = torch.Generator().manual_seed(3)
+        net = fit(torch.randn(2, 4, 4, 4, generator=g), SimpleNetConfig(hidden=8, margin=0.8), TrainBudget(steps=2))
+    finally:
+        handle.remove()
+    d_true, d_fake = outputs[0].chunk(2)  # 32 patches each
+    expect = torch.relu(0.8 - d_true).mean() + torch.relu(0.8 + d_fake).mean()
+    assert net.loss_history[0].item() == pytest.approx(expect.item(), rel=1e-6)

@@ -8,8 +8,25 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from adlib.nn.autoencoders import ComponentAutoencoder, GlobalAutoencoder, PatchExpert, Student
-from adlib.nn.gating import esb_loss, importance_loss, load_loss, router_z_loss, topk_mask, topk_weights
+from adlib.nn.autoencoders import (
+    ComponentAutoencoder,
+    GlobalAutoencoder,
+    PatchExpert,
+    Student,
+    component_expert_scores,
+    global_expert_outputs,
+    patch_expert_outputs,
+)
+from adlib.nn.gating import (
+    Z_LOSSES,
+    esb_loss,
+    importance_loss,
+    load_loss,
+    logit_l2_loss,
+    router_z_loss,
+    topk_mask,
+    topk_weights,
+)
 from adlib.nn.losses import CLUBEstimator, club_log_likelihood, club_upper_bound, hard_mined_cosine_loss
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -36,23 +53,30 @@ def test_load_loss_by_hand() -> None:
     assert load_loss(sel, capacity_factor=2.0).item() == pytest.approx(0.5**2)  # only expert 1 over 1/2
 
 
-def test_z_loss_by_hand() -> None:
+def test_z_losses_by_hand() -> None:
     assert router_z_loss(torch.zeros(2, 4)).item() == pytest.approx(math.log(4) ** 2)
     assert router_z_loss(torch.full((1, 4), -math.log(4))).item() == pytest.approx(0.0, abs=1e-12)
+    assert logit_l2_loss(torch.tensor([[1.0, -2.0], [0.0, 3.0]])).item() == pytest.approx((1 + 4 + 0 + 9) / 4)
 
 
 def test_esb_is_minimal_for_uniform_routing_and_grows_with_imbalance() -> None:
+    # the authors' z-loss mean(logits^2): all-zero logits (uniform routing) give 1 + 0 + 0, the minimum
+    assert esb_loss(torch.zeros(4, 4), k=1, capacity_factor=4.0, z="logits").item() == pytest.approx(1.0)
     c = 2.0
     balanced = c * torch.eye(4) - math.log(math.exp(c) + 3)  # logsumexp 0, each image prefers another expert
-    esb = esb_loss(balanced, k=1, capacity_factor=1.0)
+    esb = esb_loss(balanced, k=1, capacity_factor=1.0, z="logsumexp")
     assert esb.item() == pytest.approx(1.0, abs=1e-6)  # importance 1 + load 0 + z 0: the minimum
     skewed = balanced[[0, 0, 0, 1]]  # three images on expert 0, one on expert 1; same logsumexp
     p = torch.softmax(skewed, dim=1).mean(0)
     expected = 4 * (p * p).sum() + (3 / 4 - 1 / 4) ** 2  # importance + load over capacity 1/4; z = 0
-    assert esb_loss(skewed, k=1, capacity_factor=1.0).item() == pytest.approx(expected.item(), abs=1e-6)
-    assert esb_loss(skewed, k=1, capacity_factor=1.0) > esb
+    assert esb_loss(skewed, 1, 1.0, "logsumexp").item() == pytest.approx(expected.item(), abs=1e-6)
+    assert esb_loss(skewed, 1, 1.0, "logsumexp") > esb
     collapsed = balanced[[0, 0, 0, 0]]
-    assert esb_loss(collapsed, k=1, capacity_factor=1.0) > esb_loss(skewed, k=1, capacity_factor=1.0)
+    assert esb_loss(collapsed, 1, 1.0, "logsumexp") > esb_loss(skewed, 1, 1.0, "logsumexp")
+    for z, z_loss in Z_LOSSES.items():  # the same imbalance under either z-loss: more than the balanced case
+        assert esb_loss(collapsed, 1, 1.0, z) - z_loss(collapsed) > esb_loss(balanced, 1, 1.0, z) - z_loss(balanced)
+    with pytest.raises(ValueError, match="z must be"):
+        esb_loss(balanced, 1, z="l1")
 
 
 def test_topk_of_softmax_is_softmax_of_topk_logits() -> None:
@@ -94,7 +118,7 @@ def test_hard_mined_loss_gives_the_target_no_gradient() -> None:
 # ----------------------------------------------------------------------------- CLUB
 
 
-def _trained_club(x: torch.Tensor, y: torch.Tensor, steps: int = 300) -> CLUBEstimator:
+def _trained_club(x: torch.Tensor, y: torch.Tensor, steps: int = 200) -> CLUBEstimator:
     torch.manual_seed(0)
     est = CLUBEstimator(x.shape[1], hidden=16)
     opt = torch.optim.Adam(est.parameters(), lr=1e-2)
@@ -107,7 +131,7 @@ def _trained_club(x: torch.Tensor, y: torch.Tensor, steps: int = 300) -> CLUBEst
 
 
 def test_club_is_near_zero_for_independent_and_large_for_dependent_inputs() -> None:
-    """Estimators trained 300 steps on 256 pairs, the bound measured on 256 fresh pairs (on its own
+    """Estimators trained 200 steps on 256 pairs, the bound measured on 256 fresh pairs (on its own
     training pairs an estimator that fitted noise reads above 0 even for independent inputs)."""
     g = torch.Generator().manual_seed(0)
     x, x_new = torch.randn(256, 4, generator=g), torch.randn(256, 4, generator=g)  # [B, D]
@@ -163,3 +187,25 @@ def test_patch_expert_without_mix_is_per_position() -> None:
     mixed = PatchExpert(6, hidden=4, mix=True).eval()
     diff = (mixed(x) - mixed(y)).abs().sum(dim=1)[0]
     assert diff[1, 1] > 0 and diff[2, 2] == 0  # the 3x3 mix reaches the neighbours only
+
+
+def test_expert_outputs_by_hand() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(2, 6, 4, 4)  # [B, C, h, w]
+    ae, student = GlobalAutoencoder(6, hidden=8, latent=3).eval(), Student(6, hidden=8).eval()
+    loss, amap, pooled = global_expert_outputs(ae, student, x, "mse")
+    a, s = ae(x), student(x)
+    torch.testing.assert_close(amap, ((a - s) ** 2).mean(dim=1))
+    torch.testing.assert_close(loss, ((a - x) ** 2).mean(dim=(1, 2, 3)) + ((s - a) ** 2).mean(dim=(1, 2, 3)))
+    torch.testing.assert_close(pooled, s.mean(dim=(2, 3)))
+    both = global_expert_outputs(ae, student, x, "cosine+ae")[1]
+    torch.testing.assert_close(both, 2 - F.cosine_similarity(a, s, dim=1) - F.cosine_similarity(a, x, dim=1))
+    with pytest.raises(ValueError, match="global_map"):
+        global_expert_outputs(ae, student, x, "l2")
+    expert = PatchExpert(6, hidden=4).eval()
+    loss, amap, pooled = patch_expert_outputs(expert, x)
+    torch.testing.assert_close(amap, 1 - F.cosine_similarity(x, expert(x), dim=1))
+    torch.testing.assert_close(loss, amap.mean(dim=(1, 2)))
+    f = torch.randn(5, 6)
+    comp_ae = ComponentAutoencoder(6, (4,), 2).eval()
+    torch.testing.assert_close(component_expert_scores(comp_ae, f), 1 - F.cosine_similarity(comp_ae(f), f, dim=1))
