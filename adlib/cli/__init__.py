@@ -106,7 +106,9 @@ def _parser() -> argparse.ArgumentParser:
         "--out", type=Path, default=None, help="JSON file to write (default: results/bench_<profile>[_<real>].json)"
     )
     ben.add_argument(
-        "--scan", action="store_true", help="add the selective-scan benchmark (sequential, chunked, mambapy if installed)"
+        "--scan",
+        action="store_true",
+        help="add the selective-scan benchmark (sequential, chunked, mambapy if installed)",
     )
     return parser
 
