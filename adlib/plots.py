@@ -12,6 +12,7 @@ Conventions (README, "Conventions"):
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
@@ -84,18 +85,17 @@ def map_figure(
     """
     n = len(images)
     norm = norm or shared_norm(list(rows.values()))
-    fig, axes = plt.subplots(
-        1 + len(rows), n, figsize=(size * n + 0.9, size * (1 + len(rows)) + 0.5), squeeze=False
-    )
+    fig, axes = plt.subplots(1 + len(rows), n, figsize=(size * n + 0.9, size * (1 + len(rows)) + 0.5), squeeze=False)
     for c in range(n):
         mask = None if masks is None else masks[c]
         show_image(axes[0, c], images[c], mask, titles[c] if titles else "")
         for r, (label, maps) in enumerate(rows.items(), start=1):
             im = show_map(axes[r, c], maps[c], norm, mask)
             if c == 0:
+                text = "\n".join(textwrap.fill(part, width=max(12, int(size * 13))) for part in label.split("\n"))
                 axes[r, c].text(
-                    -0.08, 0.5, label, transform=axes[r, c].transAxes, rotation=90, ha="right", va="center", fontsize=7
-                )
+                    -0.08, 0.5, text, transform=axes[r, c].transAxes, rotation=90, ha="right", va="center", fontsize=7
+                )  # wrapped to the row's height: a long label must not run into the next row
     fig.subplots_adjust(left=0.04, right=0.88, top=0.86 if title else 0.94, bottom=0.02, wspace=0.05, hspace=0.25)
     cax = fig.add_axes((0.9, 0.1, 0.015, 0.7))
     fig.colorbar(im, cax=cax).set_label(colorbar_label, fontsize=7)

@@ -1,0 +1,30 @@
+"""plots.map_figure: one colour scale and one colorbar per figure, row labels that fit their row."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np
+
+from adlib import plots
+
+
+def test_map_figure_has_one_scale_one_colorbar_and_wrapped_row_labels() -> None:
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    rows = {
+        "short": rng.random((2, 32, 32)),
+        "sigma=0.015 x mean patch norm, a long label": 5 + rng.random((2, 32, 32)),
+    }
+    fig = plots.map_figure(images, rows, np.zeros((2, 32, 32), bool), ["a", "b"], size=1.6)
+    assert len(fig.axes) == 3 * 2 + 1  # images, two rows of maps, one colorbar
+    maps = [im for ax in fig.axes[:6] for im in ax.get_images()][2:]  # the first two are the images
+    assert {(im.norm.vmin, im.norm.vmax) for im in maps} == {(maps[0].norm.vmin, maps[0].norm.vmax)}
+    assert maps[0].norm.vmin < 0.1 and maps[0].norm.vmax > 5.9  # one scale spans both rows (1st-99.9th pct)
+    labels = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert "short" in labels
+    long = next(t for t in labels if t.startswith("sigma"))
+    assert "\n" in long and max(len(line) for line in long.split("\n")) <= int(1.6 * 13)
+    matplotlib.pyplot.close(fig)
