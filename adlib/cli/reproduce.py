@@ -229,7 +229,7 @@ def reproduce(
         print(f"    done in {seconds:.0f} s -> {shown}; {len(outputs)} files written", flush=True)
         if stale:
             print(f"    removed {len(stale)} files of an earlier run: {', '.join(p.name for p in stale)}", flush=True)
-        info[book.name] = run_entry(book, seconds, profile, device, outputs)
+        info[book.name] = run_entry(target, seconds, profile, device, outputs)  # the source that ran, not as it is now
         write_atomic(info_path, json.dumps(info, indent=2, sort_keys=True) + "\n")
         done.append(target)
 

@@ -49,8 +49,12 @@ def read_run_info(path: Path) -> dict[str, Any]:
         return {}
 
 
-def run_entry(book: Path, seconds: float, profile: str, device: str, outputs: list[str]) -> dict[str, Any]:
-    """Which machine, versions, how long, which source and which files: one notebook's RUN_INFO entry."""
+def run_entry(executed: Path, seconds: float, profile: str, device: str, outputs: list[str]) -> dict[str, Any]:
+    """Which machine, versions, how long, which source and which files: one notebook's RUN_INFO entry.
+
+    The source hash is taken from the executed copy (outputs and injected parameters aside), so it names the
+    source that ran even when the notebook was edited while it ran.
+    """
     import platform
 
     import torch
@@ -64,7 +68,7 @@ def run_entry(book: Path, seconds: float, profile: str, device: str, outputs: li
         "machine": machine_description(resolve_device(device)),
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "source_sha256": notebook_hash(book),
+        "source_sha256": notebook_hash(executed),
         "outputs": outputs,
     }
 

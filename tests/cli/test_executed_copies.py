@@ -51,3 +51,20 @@ def test_notebook_hash_sees_sources_only(tmp_path: Path) -> None:
     nb.cells[2].source = "x = 2"  # a source change: another hash
     nbformat.write(nb, book)
     assert notebook_hash(book) != before
+
+
+def test_the_recorded_hash_names_the_source_that_ran_not_a_later_edit(tmp_path: Path) -> None:
+    """A notebook edited while it runs (here: by its own cell) is recorded with the source that ran."""
+    from adlib.cli.reproduce import reproduce
+
+    edit = (
+        "import json, pathlib\n"
+        "p = pathlib.Path('00_edited.ipynb'); nb = json.loads(p.read_text())\n"
+        "nb['cells'][-1]['source'] = 'x = 2'; p.write_text(json.dumps(nb))"
+    )
+    book = write_notebook(tmp_path / "nb" / "00_edited.ipynb", edit, "x = 1", parameters=PARAMETERS)
+    ran = notebook_hash(book)
+    [executed] = reproduce("ci", out_dir=tmp_path / "results", kernel="python3", notebook_dir=book.parent)
+    assert notebook_hash(book) != ran  # the cell did edit its notebook
+    info = json.loads((executed.parent / RUN_INFO).read_text())
+    assert info[book.name]["source_sha256"] == ran == notebook_hash(executed)
