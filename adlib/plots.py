@@ -147,20 +147,34 @@ def pca_labels(ax: plt.Axes, pca: object, what: str = "PC") -> None:
     ax.set_ylabel(f"{what} 2 ({100 * ratio[1]:.0f} % of variance)", fontsize=8)
 
 
+def _fit_text(text: plt.Text, room: float, renderer) -> None:
+    """Make `text` at most `room` pixels wide: break it into two lines where it has spaces, then shrink it."""
+    words = text.get_text()
+    if text.get_window_extent(renderer).width > room and " " in words:
+        width = next(w for w in range((len(words) + 1) // 2, len(words) + 1) if len(textwrap.wrap(words, w)) <= 2)
+        text.set_text(textwrap.fill(words, width))
+    while text.get_window_extent(renderer).width > room and text.get_fontsize() > 4:
+        text.set_fontsize(text.get_fontsize() - 0.5)
+
+
 def pipeline(stages: Sequence[tuple[str, str]], title: str = "", width: float = 1.55) -> plt.Figure:
     """A method drawn as boxes and arrows: `stages` = [(name, tensor shape or note), ...], left to right."""
     n = len(stages)
     fig, ax = plt.subplots(figsize=(width * n, 1.5))
-    for i, (name, shape) in enumerate(stages):
-        ax.add_patch(
-            plt.Rectangle((i + 0.08, 0.25), 0.84, 0.5, facecolor=(0.88, 0.92, 0.98), edgecolor="0.3", linewidth=0.8)
-        )
-        ax.text(i + 0.5, 0.58, name, ha="center", va="center", fontsize=7.5, weight="bold")
-        ax.text(i + 0.5, 0.38, shape, ha="center", va="center", fontsize=6.5, family="monospace")
-        if i + 1 < n:
-            ax.annotate("", (i + 1.08, 0.5), (i + 0.92, 0.5), arrowprops={"arrowstyle": "->", "lw": 0.9})
     ax.set(xlim=(0, n), ylim=(0.1, 0.9))
     ax.axis("off")
+    renderer = fig.canvas.get_renderer()
+    for i, (name, shape) in enumerate(stages):
+        box = plt.Rectangle((i + 0.08, 0.25), 0.84, 0.5, facecolor=(0.88, 0.92, 0.98), edgecolor="0.3", linewidth=0.8)
+        ax.add_patch(box)
+        room = 0.92 * box.get_window_extent(renderer).width
+        for text in (
+            ax.text(i + 0.5, 0.6, name, ha="center", va="center", fontsize=7.5, weight="bold"),
+            ax.text(i + 0.5, 0.36, shape, ha="center", va="center", fontsize=6.5, family="monospace"),
+        ):
+            _fit_text(text, room, renderer)
+        if i + 1 < n:
+            ax.annotate("", (i + 1.08, 0.5), (i + 0.92, 0.5), arrowprops={"arrowstyle": "->", "lw": 0.9})
     if title:
         ax.set_title(title, fontsize=8.5)
     return fig

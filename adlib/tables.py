@@ -61,6 +61,23 @@ def cell(
     return text
 
 
+def paired_verdict(diff: Sequence[float], higher: str, lower: str, tol: float = 1e-9) -> str:
+    """Verdict on paired differences (one per seed, same pairing): ``higher`` / ``lower`` when their mean is above /
+    below 0 by more than twice its standard error, ``"within noise"`` when not, ``"identical"`` when every
+    difference is 0 (within `tol`), ``"one seed: no spread"`` when there is one non-zero difference."""
+    d = np.asarray(diff, dtype=float)
+    if d.size == 0 or not np.isfinite(d).all():
+        raise ValueError(f"diff: expected one finite difference per seed, got {d.tolist()}")
+    if np.all(np.abs(d) <= tol):
+        return "identical"
+    if d.size < 2:
+        return "one seed: no spread"
+    se = d.std(ddof=1) / np.sqrt(d.size)
+    if abs(d.mean()) <= 2 * se:
+        return "within noise"
+    return higher if d.mean() > 0 else lower
+
+
 def display_table(
     summary: pd.DataFrame,
     metrics: Sequence[str],

@@ -7,6 +7,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import numpy as np
+from matplotlib.text import Annotation
 
 from adlib import plots
 
@@ -27,4 +28,23 @@ def test_map_figure_has_one_scale_one_colorbar_and_wrapped_row_labels() -> None:
     assert "short" in labels
     long = next(t for t in labels if t.startswith("sigma"))
     assert "\n" in long and max(len(line) for line in long.split("\n")) <= int(1.6 * 13)
+    matplotlib.pyplot.close(fig)
+
+
+def test_pipeline_text_stays_inside_its_box() -> None:
+    stages = [("test image", "[N, 3, 256, 256]"), ("6 component experts", "[M] -> [n, 32, 32]"),
+              ("a stage whose name is far too long for one box", "[N, 18] -> top-3 and a long note as well")]
+    fig = plots.pipeline(stages, width=1.55)
+    ax = fig.axes[0]
+    renderer = fig.canvas.get_renderer()
+    boxes = [p.get_window_extent(renderer) for p in ax.patches]
+    texts = [t for t in ax.texts if not isinstance(t, Annotation)]  # the arrows are annotations
+    assert len(boxes) == len(stages) and len(texts) == 2 * len(stages)
+    for i, box in enumerate(boxes):
+        for text in texts[2 * i : 2 * i + 2]:
+            ext = text.get_window_extent(renderer)
+            assert box.x0 <= ext.x0 and ext.x1 <= box.x1, (text.get_text(), ext, box)
+            assert box.y0 <= ext.y0 and ext.y1 <= box.y1, (text.get_text(), ext, box)
+    assert texts[2].get_text() == "6 component\nexperts"  # broken into two lines, not cut off
+    assert texts[0].get_text() == "test image"  # what fits stays on one line
     matplotlib.pyplot.close(fig)

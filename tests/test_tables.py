@@ -6,7 +6,9 @@ import math
 
 import numpy as np
 import pandas as pd
+import pytest
 
+from adlib import tables
 from adlib.tables import FLAG, UNDEFINED, cell, display_table, has_flags, percent, seed_summary, to_markdown
 
 
@@ -55,3 +57,31 @@ def test_formatted_honours_the_float_format_and_undefined() -> None:
     df = pd.DataFrame({"name": ["a", "b"], "x": [0.12345, np.nan], "n": [3, 4]})
     f = formatted(df, "%.2f")
     assert list(f["x"]) == ["0.12", UNDEFINED] and list(f["name"]) == ["a", "b"] and list(f["n"]) == [3, 4]
+
+
+@pytest.mark.parametrize(
+    ("diff", "expected"),
+    [
+        ([0.0, 0.0, 0.0], "identical"),  # the old rule called this "softmax better" (0 < 2 * 0 is false)
+        ([1e-12, -1e-12, 0.0], "identical"),  # float noise of a recomputed mean
+        ([2.0, 2.1, 1.9], "A"),  # mean 2.0, se 0.058
+        ([-2.0, -2.1, -1.9], "B"),
+        ([1.0, 1.0, 1.0], "A"),  # constant non-zero difference: se 0, clearly positive
+        ([3.0, -1.0, 1.0], "within noise"),  # mean 1.0, se 1.155: |1.0| <= 2.31
+        ([0.5], "one seed: no spread"),
+    ],
+)
+def test_paired_verdict_by_value(diff, expected):
+    assert tables.paired_verdict(diff, "A", "B") == expected
+
+
+def test_paired_verdict_threshold_is_twice_the_standard_error():
+    # differences 1, 1 + x, 1 - x: mean 1, sd x, se x / sqrt(3); 2 se crosses 1 at x = sqrt(3) / 2 = 0.866
+    assert tables.paired_verdict([1.0, 1.85, 0.15], "A", "B") == "A"  # 2 se = 0.981
+    assert tables.paired_verdict([1.0, 1.88, 0.12], "A", "B") == "within noise"  # 2 se = 1.016
+
+
+@pytest.mark.parametrize("bad", [[], [1.0, float("nan")], [float("inf")]])
+def test_paired_verdict_refuses_bad_input(bad):
+    with pytest.raises(ValueError, match="diff"):
+        tables.paired_verdict(bad, "A", "B")
