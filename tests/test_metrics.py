@@ -242,3 +242,11 @@ def test_with_mean_by_hand() -> None:
 @pytest.mark.filterwarnings("error")
 def test_with_mean_of_undefined_column_is_quiet() -> None:
     assert np.isnan(with_mean([{"category": "a", "P-AP": float("nan")}])[-1]["P-AP"])
+
+
+@pytest.mark.parametrize("targets", [np.zeros(4, bool), np.ones(4, bool)])
+def test_ranking_metrics_with_one_class_are_undefined_under_every_name(targets) -> None:
+    """No positive or no negative: every ranking metric is undefined (NaN), under the names the tables use."""
+    m = ranking_metrics(np.array([0.1, 0.4, 0.3, 0.9]), targets)
+    assert sorted(m) == ["AP", "AUROC", "F1max", "IoU-max"]
+    assert all(np.isnan(v) for v in m.values())
