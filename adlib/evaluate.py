@@ -52,9 +52,13 @@ def category_features(
 
 
 def feature_key(category: ADCategory, extractor: FeatureExtractor, split: str = "train") -> str:
-    """A short hash of what a split's features are made of: data set, image content, backbone, layers, size."""
+    """A short hash of what a split's features are made of: data set, image content, backbone, layers, size, and
+    the aggregation applied on reading (patch size, padding), so that models fit on other paddings never collide."""
     images = category.train if split == "train" else category.test
-    return digest(extractor.cache_key(images, category.key, split))
+    cfg = extractor.config
+    return digest(
+        {**extractor.cache_key(images, category.key, split), "patch_size": cfg.patch_size, "padding": cfg.padding}
+    )
 
 
 def fit_cached(

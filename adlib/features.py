@@ -43,7 +43,9 @@ class FeatureConfig:
     patch_size: int = 3  # local neighbourhood aggregation (PatchCore: 3)
     # How the 3x3 average treats the map's border (notebook 01, "The border question"): "exclude" the
     # padding from the mean, count "zeros" (anomalib's PatchCore), or "reflect" the map into the padding.
-    padding: str = "exclude"
+    # "zeros": the option chosen by the border rule (adlib.border) on held-out normal training images at the
+    # full profile (results/tables/01_border_criterion_full.md), for PatchCore and for SimpleNet alike.
+    padding: str = "zeros"
     weights: str | None = None  # optional weights file for the papers' backbones
 
 
@@ -58,7 +60,7 @@ def to_input(images: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]
     return (x - m) / s
 
 
-def local_mean(fmap: torch.Tensor, patch_size: int = 3, padding: str = "exclude") -> torch.Tensor:
+def local_mean(fmap: torch.Tensor, patch_size: int = 3, padding: str = "zeros") -> torch.Tensor:
     """Mean over each position's `patch_size` x `patch_size` neighbourhood: [B, C, h, w] -> [B, C, h, w].
 
     At the border the window sticks out of the map; `padding` says what it averages there: "exclude"
@@ -73,7 +75,7 @@ def local_mean(fmap: torch.Tensor, patch_size: int = 3, padding: str = "exclude"
     return F.avg_pool2d(fmap, patch_size, stride=1, padding=r, count_include_pad=padding == "zeros")
 
 
-def aggregate(maps: list[torch.Tensor], patch_size: int = 3, padding: str = "exclude") -> torch.Tensor:
+def aggregate(maps: list[torch.Tensor], patch_size: int = 3, padding: str = "zeros") -> torch.Tensor:
     """Local averaging of each map (:func:`local_mean`), upsampling to the first map's size, concatenation.
 
     maps: list of [B, C_l, h_l, w_l] (finest first) -> [B, sum_l C_l, h_0, w_0]

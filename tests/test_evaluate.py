@@ -98,3 +98,22 @@ def test_run_method_is_one_path_for_every_method() -> None:
         assert ev.model is not None and ev.model.score(test).shape == (4, 4, 4)
     pc = run_method("patchcore", cat, train, test, TrainBudget())
     assert pc.metrics["I-AUROC"] == 1.0 and pc.metrics["P-AUROC"] > 0.9
+
+
+def test_feature_key_tells_paddings_and_patch_sizes_apart() -> None:
+    """Models are cached under feature_key: features aggregated differently must never share a key."""
+    from adlib.evaluate import feature_key
+    from adlib.features import FeatureConfig, FeatureExtractor
+
+    split = ADSplit(np.zeros((2, 32, 32, 3), np.uint8), np.zeros(2, np.int64), None, ["good"] * 2, ["a", "b"])
+    cat = ADCategory("toy", "c", split, split, "test")
+    keys = {
+        (pad, k): feature_key(
+            cat, FeatureExtractor(FeatureConfig(padding=pad, patch_size=k), device="cpu", pretrained=False)
+        )
+        for pad in ("exclude", "zeros")
+        for k in (1, 3)
+    }
+    assert len(set(keys.values())) == 4
+    same = FeatureExtractor(FeatureConfig(), device="cpu", pretrained=False)
+    assert feature_key(cat, same) == keys[("zeros", 3)]  # and the default is the same key every time

@@ -71,7 +71,16 @@ def test_aggregate_averages_the_3x3_window() -> None:
         window = [fmap[0, c, i + di, j + dj].item() for di in (-1, 0, 1) for dj in (-1, 0, 1)]
         assert out[0, c, i, j].item() == pytest.approx(sum(window) / 9, rel=1e-6)
     corner = [fmap[0, 0, 0, 0].item(), fmap[0, 0, 0, 1].item(), fmap[0, 0, 1, 0].item(), fmap[0, 0, 1, 1].item()]
-    assert out[0, 0, 0, 0].item() == pytest.approx(sum(corner) / 4, rel=1e-6)  # padding is not counted
+    assert out[0, 0, 0, 0].item() == pytest.approx(sum(corner) / 9, rel=1e-6)  # the default counts zero padding
+    excl = aggregate([fmap], patch_size=3, padding="exclude")
+    assert excl[0, 0, 0, 0].item() == pytest.approx(sum(corner) / 4, rel=1e-6)  # "exclude": padding not counted
+
+
+def test_the_default_padding_is_the_border_rules_choice() -> None:
+    """Notebook 01's rule chose "zeros" at the full profile; every default path must use it."""
+    assert FeatureConfig().padding == "zeros"
+    x = torch.ones(1, 1, 4, 4)
+    assert local_mean(x)[0, 0, 0, 0].item() == pytest.approx(4 / 9)
 
 
 # ---------------------------------------------------------------------------------------------

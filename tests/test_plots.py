@@ -32,8 +32,11 @@ def test_map_figure_has_one_scale_one_colorbar_and_wrapped_row_labels() -> None:
 
 
 def test_pipeline_text_stays_inside_its_box() -> None:
-    stages = [("test image", "[N, 3, 256, 256]"), ("6 component experts", "[M] -> [n, 32, 32]"),
-              ("a stage whose name is far too long for one box", "[N, 18] -> top-3 and a long note as well")]
+    stages = [
+        ("test image", "[N, 3, 256, 256]"),
+        ("6 component experts", "[M] -> [n, 32, 32]"),
+        ("a stage whose name is far too long for one box", "[N, 18] -> top-3 and a long note as well"),
+    ]
     fig = plots.pipeline(stages, width=1.55)
     ax = fig.axes[0]
     renderer = fig.canvas.get_renderer()

@@ -28,16 +28,15 @@ otherwise a line every `PROGRESS_EVERY_S` seconds at most, plus one for every ce
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..runtime import OUTPUTS_LOG_ENV, REPO_ROOT, write_atomic
+from ..runtime import OUTPUTS_LOG_ENV, REPO_ROOT
 from .progress import CellProgress
-from .runinfo import RUN_INFO, manifest_name, read_run_info, remove_stale, run_entry
+from .runinfo import RUN_INFO, manifest_name, read_run_info, record_entry, remove_stale, run_entry
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 INACTIVITY_TIMEOUT = 180  # seconds without a message from the kernel and without kernel CPU: a hang
@@ -229,8 +228,8 @@ def reproduce(
         print(f"    done in {seconds:.0f} s -> {shown}; {len(outputs)} files written", flush=True)
         if stale:
             print(f"    removed {len(stale)} files of an earlier run: {', '.join(p.name for p in stale)}", flush=True)
-        info[book.name] = run_entry(target, seconds, profile, device, outputs)  # the source that ran, not as it is now
-        write_atomic(info_path, json.dumps(info, indent=2, sort_keys=True) + "\n")
+        # the source that ran, not as it is now; read anew under a lock: another process may have recorded meanwhile
+        info = record_entry(info_path, book.name, run_entry(target, seconds, profile, device, outputs))
         done.append(target)
 
     def show(p: Path) -> str:

@@ -49,6 +49,29 @@ def read_run_info(path: Path) -> dict[str, Any]:
         return {}
 
 
+def record_entry(path: Path, name: str, entry: dict[str, Any]) -> dict[str, Any]:
+    """Set RUN_INFO's entry `name` to `entry`, reading the file anew under an exclusive lock; returns the new info.
+
+    Two `reproduce` processes may share one executed folder (two notebooks at a time on two cores): each
+    reads, updates and writes the file while holding a lock on the folder, so neither writes back
+    the other's entries as they were when it started.
+    """
+    import fcntl
+
+    from ..runtime import write_atomic
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    folder = os.open(path.parent, os.O_RDONLY)  # the lock is held on the folder itself: no lock file is left
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)
+        info = read_run_info(path)
+        info[name] = entry
+        write_atomic(path, json.dumps(info, indent=2, sort_keys=True) + "\n")
+    finally:
+        os.close(folder)  # releases the lock
+    return info
+
+
 def run_entry(executed: Path, seconds: float, profile: str, device: str, outputs: list[str]) -> dict[str, Any]:
     """Which machine, versions, how long, which source and which files: one notebook's RUN_INFO entry.
 

@@ -111,3 +111,17 @@ def test_cli_rejects_a_bad_profile() -> None:
     result = run_cli("reproduce", "--profile", "bogus")
     assert result.returncode != 0
     assert "bogus" in result.stderr
+
+
+def test_two_runners_sharing_run_info_keep_each_others_entries(tmp_path: Path) -> None:
+    """Two `reproduce` processes on one executed folder: the later writer keeps the earlier one's new entry."""
+    from adlib.cli.runinfo import read_run_info, record_entry
+
+    path = tmp_path / "RUN_INFO.json"
+    record_entry(path, "00_a.ipynb", {"seconds": 1.0})
+    stale_view = read_run_info(path)  # what a second process read when it started
+    record_entry(path, "01_b.ipynb", {"seconds": 2.0})  # the first process finishes another notebook
+    assert "01_b.ipynb" not in stale_view
+    info = record_entry(path, "02_c.ipynb", {"seconds": 3.0})  # the second process records its own
+    assert sorted(info) == ["00_a.ipynb", "01_b.ipynb", "02_c.ipynb"]
+    assert read_run_info(path) == info
