@@ -30,6 +30,7 @@ def test_embedding_is_eq1() -> None:
     g = torch.Generator().manual_seed(0)
     net = RoutingNetwork(4, 5, 3, norm=False)
     net.reset_parameters(g)
+    assert net.proj.weight.shape == (5, 4, 3, 3)  # eq. (1): a 3x3 convolution (W_i, b_i)
     feats = torch.randn(2, 4, 6, 7, generator=g)  # [N, C, h, w]
     expect = F.relu(F.conv2d(feats, net.proj.weight, net.proj.bias, padding=1)).mean(dim=(2, 3))
     torch.testing.assert_close(net.embed(feats), expect)

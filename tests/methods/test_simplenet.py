@@ -23,7 +23,7 @@ def test_modules_and_defaults() -> None:
     assert isinstance(body[0], torch.nn.Linear) and body[0].out_features == 1024
     assert isinstance(body[1], torch.nn.BatchNorm1d)
     assert isinstance(body[2], torch.nn.LeakyReLU) and body[2].negative_slope == 0.2
-    assert net.discriminator.tail.out_features == 1
+    assert net.discriminator.tail.out_features == 1 and net.discriminator.tail.bias is None  # the release's D
 
 
 def test_score_is_minus_discriminator_and_uses_hook() -> None:
@@ -208,6 +208,7 @@ def test_fit_builds_the_configured_model_on_transformed_float32_features() -> No
     budget = TrainBudget(steps=3, patches_per_step=16, seed=1)
     net = fit(feats, cfg, budget, features_transform=lambda x: 2 * x + 1)
     assert net.cfg is cfg and net.discriminator.body[0].out_features == 24
+    assert net.discriminator.body[2].negative_slope == 0.1  # the configured slope, not the default
     # training sees the transformed features, and score applies the same hook
     ref = fit(2 * feats + 1, cfg, budget)
     torch.testing.assert_close(net.score(feats), ref.score(2 * feats + 1))
