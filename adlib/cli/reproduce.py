@@ -200,8 +200,9 @@ def reproduce(
     figures_dir = (Path(figures_dir).expanduser() if figures_dir else out_dir.parent / "figures").resolve()
     executed_dir = _writable_dir(out_dir / "executed" / profile)
     dirs = (_writable_dir(out_dir / "tables"), _writable_dir(figures_dir))
-    for leftover in [*executed_dir.glob("*.incomplete.ipynb"), *executed_dir.glob(".*.outputs")]:
-        leftover.unlink(missing_ok=True)  # of a run that was killed
+    for book in books:  # leftovers of a killed run of these notebooks; another process's live files stay
+        for leftover in (executed_dir / f"{book.stem}.incomplete.ipynb", executed_dir / f".{book.stem}.outputs"):
+            leftover.unlink(missing_ok=True)
     info_path = executed_dir / RUN_INFO
     info = read_run_info(info_path)
     params = {

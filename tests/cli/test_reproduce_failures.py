@@ -144,3 +144,21 @@ def test_leftovers_of_a_killed_run_are_removed_by_the_next(tmp_path: Path) -> No
     write_notebook(tmp_path / "notebooks" / "00_sleep.ipynb", "x = 1", parameters=PARAMETERS)
     [done] = reproduce("ci", out_dir=executed.parent.parent, kernel="python3", notebook_dir=tmp_path / "notebooks")
     assert done.is_file() and sorted(p.name for p in executed.iterdir()) == ["00_sleep.ipynb", RUN_INFO]
+
+
+def test_a_second_runner_leaves_another_notebooks_live_files_alone(tmp_path: Path) -> None:
+    """Two runners share one executed folder (two notebooks on two cores): starting one must not delete the
+    other's outputs log or partial copy. Deleting the log made the other's first outputs look stale at its end,
+    and they were removed (found on a full-profile run of notebook 01 beside 02)."""
+    executed = tmp_path / "results" / "executed" / "ci"
+    executed.mkdir(parents=True)
+    live_log = executed / ".00_other.outputs"
+    live_log.write_text(f"{tmp_path / 'figures' / '00_early_ci.png'}\n")
+    live_copy = executed / "00_other.incomplete.ipynb"
+    live_copy.write_text("{}")
+    own_leftover = executed / ".01_mine.outputs"  # of a killed run of this very notebook: removed
+    own_leftover.write_text("/nowhere/01_gone_ci.png\n")
+    write_notebook(tmp_path / "notebooks" / "01_mine.ipynb", "x = 1", parameters=PARAMETERS)
+    reproduce("ci", out_dir=tmp_path / "results", kernel="python3", notebook_dir=tmp_path / "notebooks")
+    assert live_log.read_text() == f"{tmp_path / 'figures' / '00_early_ci.png'}\n" and live_copy.is_file()
+    assert not own_leftover.exists()
