@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from adlib.border import border_criterion, choose, holdout
+from adlib.border import SPREAD, border_criterion, choose, holdout
 from adlib.data import ADCategory, ADSplit
 
 
@@ -21,7 +21,21 @@ def test_border_criterion_by_hand() -> None:
     assert c["max in ring (%)"] == 50.0
     assert c["ring area (%)"] == pytest.approx(100 * 12 / 16)
     assert c["border bias (points)"] == pytest.approx(25.0)
-    assert c["normal spread (%)"] > 0
+    assert c[SPREAD] > 0
+
+
+def test_normal_spread_is_in_units_of_the_patch_sd() -> None:
+    """Constant maps: each image's score is its value, so the image scores spread exactly like the patches (1.0)."""
+    values = torch.tensor([0.5, -1.0, 2.0, 3.5])
+    s = values.view(4, 1, 1).expand(4, 8, 8).clone()
+    assert border_criterion(s, 32)[SPREAD] == pytest.approx(1.0, rel=1e-5)
+    # shift and scale free, and defined for scores centred on 0 (the coefficient of variation was not)
+    rng = torch.Generator().manual_seed(0)
+    r = torch.randn(6, 8, 8, generator=rng)
+    r = r - r.mean()
+    base = border_criterion(r, 32)[SPREAD]
+    assert 0 < base < 1  # an image score (a max of a smoothed map) varies less than single patches
+    assert border_criterion(3.0 * r - 10.0, 32)[SPREAD] == pytest.approx(base, rel=1e-5)
 
 
 def test_choose_prefers_low_bias_then_low_spread() -> None:
@@ -29,7 +43,7 @@ def test_choose_prefers_low_bias_then_low_spread() -> None:
         {
             "option": ["a", "b", "c", "a", "b", "c"],
             "border bias (points)": [10.0, 3.0, 4.0, 10.0, 3.0, 4.5],
-            "normal spread (%)": [1.0, 9.0, 5.0, 1.0, 9.0, 5.0],
+            SPREAD: [1.0, 9.0, 5.0, 1.0, 9.0, 5.0],
         }
     )
     assert choose(t) == "c"  # b has the smallest bias, c is within 2 points and spreads less
