@@ -20,7 +20,7 @@ import numpy as np
 from matplotlib.colors import Normalize
 from scipy import ndimage
 
-from .data import ADSplit
+from .data import ADCategory, ADSplit
 
 MAP_CMAP = "inferno"  # perceptual, dark = normal, bright = anomalous
 MASK_COLOR = (0.0, 0.9, 1.0, 1.0)  # cyan: stands out on the images and on the colormap
@@ -96,13 +96,29 @@ def map_figure(
                 axes[r, c].text(
                     -0.08, 0.5, text, transform=axes[r, c].transAxes, rotation=90, ha="right", va="center", fontsize=7
                 )  # wrapped to the row's height: a long label must not run into the next row
-    fig.subplots_adjust(left=0.04, right=0.88, top=0.86 if title else 0.94, bottom=0.02, wspace=0.05, hspace=0.25)
+    # The band above the first row is fixed in inches (suptitle + column titles), not a fraction of the height: a
+    # fraction left a tall figure with a wide empty band under its title.
+    top = 1 - (0.62 if title else 0.3) / fig.get_figheight()
+    fig.subplots_adjust(left=0.04, right=0.88, top=top, bottom=0.02, wspace=0.05, hspace=0.25)
     cax = fig.add_axes((0.9, 0.1, 0.015, 0.7))
     fig.colorbar(im, cax=cax).set_label(colorbar_label, fontsize=7)
     cax.tick_params(labelsize=6)
     if title:
         fig.suptitle(title, fontsize=9, y=0.99)
     return fig
+
+
+def example_titles(category: ADCategory, index: Sequence[int]) -> list[str]:
+    """Column titles of test images: the defect type, then subclass and seen/unseen where the category has them."""
+    split, names = category.test, category.subclass_names
+    titles = []
+    for i in index:
+        title = split.defect_types[i]
+        if names and split.subclasses is not None:
+            sub = names[split.subclasses[i]]
+            title += f"\n{sub.split('_', 1)[-1]} ({'unseen' if sub in category.unseen_subclasses else 'seen'})"
+        titles.append(title)
+    return titles
 
 
 def examples(split: ADSplit, per_type: int = 1, seed: int = 0) -> list[int]:

@@ -51,3 +51,39 @@ def test_pipeline_text_stays_inside_its_box() -> None:
     assert texts[2].get_text() == "6 component\nexperts"  # broken into two lines, not cut off
     assert texts[0].get_text() == "test image"  # what fits stays on one line
     matplotlib.pyplot.close(fig)
+
+
+def _gap_under_title_in(fig) -> float:
+    """Inches between the bottom of the suptitle and the top of the highest column title (negative: overlap)."""
+    renderer = fig.canvas.get_renderer()
+    sup = fig._suptitle.get_window_extent(renderer)
+    heads = [ax.title.get_window_extent(renderer) for ax in fig.axes if ax.get_title()]
+    return (sup.y0 - max(h.y1 for h in heads)) / fig.dpi
+
+
+def test_map_figure_band_under_the_title_is_narrow_whatever_the_height() -> None:
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    for n_rows in (1, 6):  # a fixed fraction of the height left ~1 inch empty under the title of a 6-row figure
+        rows = {f"row {r}": rng.random((3, 32, 32)) for r in range(n_rows)}
+        fig = plots.map_figure(images, rows, None, ["good\ngrain (unseen)", "hole\nb (seen)", "c"], title="a title")
+        gap = _gap_under_title_in(fig)
+        assert 0 <= gap < 0.3, (n_rows, gap)
+        matplotlib.pyplot.close(fig)
+
+
+def test_example_titles_name_defect_subclass_and_seen_or_unseen() -> None:
+    from adlib.config import get_profile
+    from adlib.data.synthetic import make_builtin
+
+    P = get_profile("ci")
+    [shift] = make_builtin("texture_shift", P, seed=0)
+    names, subs = shift.subclass_names, shift.test.subclasses
+    unseen = next(i for i in range(len(subs)) if names[subs[i]] in shift.unseen_subclasses)
+    seen = next(i for i in range(len(subs)) if names[subs[i]] not in shift.unseen_subclasses)
+    t_unseen, t_seen = plots.example_titles(shift, [unseen, seen])
+    assert t_unseen == f"{shift.test.defect_types[unseen]}\n{names[subs[unseen]].split('_', 1)[1]} (unseen)"
+    assert t_seen == f"{shift.test.defect_types[seen]}\n{names[subs[seen]].split('_', 1)[1]} (seen)"
+    plain = make_builtin("textures", P, seed=0)[0]  # no subclasses: the defect type alone
+    assert plots.example_titles(plain, [0, len(plain.test) - 1]) == [plain.test.defect_types[0],
+                                                                     plain.test.defect_types[-1]]
