@@ -76,6 +76,16 @@ def _pick_batch(z: torch.Tensor, z_sq: torch.Tensor, min_d: torch.Tensor, b: int
     return cand[picks]
 
 
+ROWS_PER_BLOCK = 1 << 18  # rows per block of the projection and of the distance updates (memory, not results)
+
+
+def _min_sq_dists(z: torch.Tensor, z_sq: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+    """[n]: each row's squared distance to the nearest of ``centres`` (indices), in row blocks: never [n, b] at once."""
+    c, c_sq = z[centres], z_sq[centres]
+    blocks = zip(z.split(ROWS_PER_BLOCK), z_sq.split(ROWS_PER_BLOCK), strict=True)
+    return torch.cat([_sq_dists(zb, c, sb, c_sq).min(1).values for zb, sb in blocks])
+
+
 def greedy_coreset(
     feats: torch.Tensor,
     n_select: int,
@@ -84,20 +94,29 @@ def greedy_coreset(
     seed: int = 0,
     progress: bool = False,
 ) -> torch.Tensor:
-    """Indices [n_select] of a k-center greedy coreset of the rows of feats [n, d]."""
-    n, d = feats.shape
+    """Indices [n_select] of a k-center greedy coreset of the rows of feats [n, d].
+
+    ``feats`` may also be patch maps [N, d, h, w]: the rows are then the patches (:func:`flatten_patches`
+    order), projected a block of images at a time, so that the [N*h*w, d] copy of a flattening is never made
+    (a bank of every class is several GB of it). Blocks change no value: each row is projected alone.
+    """
+    maps = feats.dim() == 4
+    d = feats.shape[1]
+    n = feats.shape[0] * feats.shape[2] * feats.shape[3] if maps else feats.shape[0]
     n_select = int(min(max(n_select, 1), n))
     gen = torch.Generator(device="cpu").manual_seed(seed)
     if projection_dim and projection_dim < d:
-        proj = torch.randn(d, projection_dim, generator=gen) / projection_dim**0.5  # [d, p]
-        z = feats @ proj.to(feats.device)  # [n, p]
+        proj = torch.randn(d, projection_dim, generator=gen).to(feats.device) / projection_dim**0.5  # [d, p]
+        per_block = max(1, ROWS_PER_BLOCK // (n // len(feats))) if maps else ROWS_PER_BLOCK
+        blocks = (flatten_patches(f) if maps else f for f in feats.split(per_block))
+        z = torch.cat([f @ proj for f in blocks])  # [n, p]
     else:
-        z = feats
+        z = flatten_patches(feats) if maps else feats
     step = step or max(1, n_select // 300)
     z_sq = (z * z).sum(1)  # [n]
     first = int(torch.randint(n, (1,), generator=gen))
     chosen = [torch.tensor([first], device=feats.device)]
-    min_d = _sq_dists(z, z[first : first + 1], z_sq, z_sq[first : first + 1])[:, 0]  # [n]
+    min_d = _min_sq_dists(z, z_sq, chosen[0])  # [n]
     n_done = 1
     with tqdm(total=n_select, desc="coreset", disable=not progress, leave=False) as bar:
         bar.update(1)
@@ -105,10 +124,18 @@ def greedy_coreset(
             b = min(step, n_select - n_done)
             new = _pick_batch(z, z_sq, min_d, b)  # [b]
             chosen.append(new)
-            min_d = torch.minimum(min_d, _sq_dists(z, z[new], z_sq, z_sq[new]).min(1).values)
+            min_d = torch.minimum(min_d, _min_sq_dists(z, z_sq, new))
             n_done += b
             bar.update(b)
     return torch.cat(chosen)
+
+
+def patch_rows(feats: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """Rows ``idx`` of ``flatten_patches(feats)`` ([k, C]), gathered from the maps [N, C, h, w] without flattening."""
+    h, w = feats.shape[-2:]
+    idx = idx.to(feats.device)
+    image, pos = idx // (h * w), idx % (h * w)
+    return feats[image, :, pos // w, pos % w]  # [k, C]
 
 
 def nearest_distance(queries: torch.Tensor, bank: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
@@ -136,12 +163,15 @@ class PatchCore:
         self.ring_bank: torch.Tensor | None = None  # [M_ring, C]  with border="ring_bank"
 
     def _coreset(self, patches: torch.Tensor, progress: bool) -> torch.Tensor:
-        """The greedy coreset of `patches` [P, C] at the configured ratio (all of them at ratio >= 1)."""
+        """The greedy coreset at the configured ratio (all of them at ratio >= 1) of `patches`: rows [P, C], or
+        patch maps [N, C, h, w] whose rows are never flattened whole (:func:`greedy_coreset`)."""
+        maps = patches.dim() == 4
         if self.config.coreset_ratio >= 1:
-            return patches
-        n_select = max(1, int(round(len(patches) * self.config.coreset_ratio)))
+            return flatten_patches(patches).to(self.device) if maps else patches
+        n = patches.shape[0] * patches.shape[2] * patches.shape[3] if maps else len(patches)
+        n_select = max(1, int(round(n * self.config.coreset_ratio)))
         idx = greedy_coreset(patches, n_select, self.config.projection_dim, self.config.step, self.seed, progress)
-        return patches[idx]
+        return (patch_rows(patches, idx) if maps else patches[idx]).to(self.device)
 
     def fit(self, feats: torch.Tensor, progress: bool = False) -> PatchCore:
         """Build the memory bank(s) from normal patch features ``[N, C, h, w]``."""
@@ -154,7 +184,7 @@ class PatchCore:
             self.ring_bank = self._coreset(patches[ring.to(self.device)], progress)
             self.memory_bank = self._coreset(patches[~ring.to(self.device)], progress)
             return self
-        self.memory_bank = self._coreset(flatten_patches(feats).to(self.device), progress)  # [M, C]
+        self.memory_bank = self._coreset(feats.to(self.device), progress)  # [M, C]
         return self
 
     @torch.inference_mode()

@@ -72,3 +72,22 @@ def test_border_options() -> None:
     assert ring.score(moved)[0, 2, 2] > 5 and full.score(moved)[0, 2, 2] < 0.05
     with pytest.raises(ValueError, match="border must be one of"):
         PatchCore(PatchCoreConfig(border="nope"))
+
+
+@pytest.mark.parametrize("projection_dim", [0, 8])
+def test_coreset_of_patch_maps_equals_the_flattened_rows_in_blocks(monkeypatch, projection_dim) -> None:
+    """Patch maps give the coreset of their flattened rows, whatever the blocks (memory only): same picks, same bank."""
+    from adlib.methods import patchcore
+    from adlib.methods.base import flatten_patches
+
+    g = torch.Generator().manual_seed(4)
+    maps = torch.randn(12, 16, 7, 7, generator=g)[:, :, 1:-1, 1:-1]  # a non-contiguous view, as with border="crop"
+    rows = flatten_patches(maps)
+    expected = greedy_coreset(rows, 40, projection_dim=projection_dim, step=3, seed=5)
+    monkeypatch.setattr(patchcore, "ROWS_PER_BLOCK", 50)  # several blocks of images and of distance rows
+    idx = greedy_coreset(maps, 40, projection_dim=projection_dim, step=3, seed=5)
+    assert torch.equal(idx, expected)
+    assert torch.equal(patchcore.patch_rows(maps, idx), rows[idx])
+    cfg = PatchCoreConfig(coreset_ratio=0.2, projection_dim=projection_dim, step=3, border="crop")
+    bank = PatchCore(cfg, device="cpu", seed=5).fit(torch.randn(12, 16, 7, 7, generator=g)).memory_bank
+    assert bank.shape == (round(12 * 25 * 0.2), 16)
