@@ -85,5 +85,7 @@ def test_example_titles_name_defect_subclass_and_seen_or_unseen() -> None:
     assert t_unseen == f"{shift.test.defect_types[unseen]}\n{names[subs[unseen]].split('_', 1)[1]} (unseen)"
     assert t_seen == f"{shift.test.defect_types[seen]}\n{names[subs[seen]].split('_', 1)[1]} (seen)"
     plain = make_builtin("textures", P, seed=0)[0]  # no subclasses: the defect type alone
-    assert plots.example_titles(plain, [0, len(plain.test) - 1]) == [plain.test.defect_types[0],
-                                                                     plain.test.defect_types[-1]]
+    assert plots.example_titles(plain, [0, len(plain.test) - 1]) == [
+        plain.test.defect_types[0],
+        plain.test.defect_types[-1],
+    ]
