@@ -1,6 +1,6 @@
 """Anomaly maps: from patch scores to maps and image scores, one definition and one default sigma.
 
-The benchmark code used by MambaAD and DVAD (../shared/papers/README.md): patch scores are upsampled
+The benchmark code used by MambaAD (He et al., 2024) and DVAD (2025): patch scores are upsampled
 to the image size (256 px in the papers), smoothed with a Gaussian of sigma 4 (``DEFAULT_SIGMA``),
 and the image score is the maximum of the map; AnomalyMoE takes the mean of the top 1 % of pixels.
 """

@@ -1,6 +1,6 @@
 """The metrics of the multi-class AD benchmarks, computed from anomaly maps and image scores.
 
-Conventions (those of the benchmark code used by MambaAD and DVAD; see ../shared/papers/README.md):
+Conventions (those of the multi-class benchmark code used by MambaAD, He et al. 2024, and by DVAD, 2025):
 
 * maps and image scores come from `adlib.maps` (upsampled, sigma 4, max);
 * ground-truth masks are resized and binarised at 0.5 (done by the loaders in `adlib.data`);

@@ -3,7 +3,7 @@
 What it measures, on this machine:
 
 * metrics: AUPRO and all metrics on 500 random 256x256 maps, 250 of them with a 40x40 defect
-  (the setting of the anomalib figure quoted in ../shared/papers/README.md: 12.4-13.4 s per AUPRO);
+  (the setting in which anomalib 2.7.0's AUPRO took 12.4-13.4 s per call on a 2-core CPU, November 2026);
 * backbone only: images/s of the feature extractor (the floor of every method's inference);
 * each method: fit time and full inference images/s (backbone + method + anomaly map), measured on
   a built-in category, or on a real one with `--real kolektorsdd/commutator`;

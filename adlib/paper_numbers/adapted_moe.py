@@ -9,7 +9,7 @@ from __future__ import annotations
 from . import Quoted
 
 # Lei, Chen et al., "Adapted-MoE: Mixture of Experts with Test-Time Adaption for Anomaly
-# Detection", 2024 (../shared/papers/002_9eea304a2b9168c3.txt). Texture-AD, trained on seen
+# Detection", 2024 (T. Lei, S. Chen, B. Wang, Z. Jiang, N. Zou). Texture-AD, trained on seen
 # subclasses, tested on unseen ones (cloth 5, wafer 4, metal 3 unseen subclasses); SimpleNet is the
 # baseline and the expert; backbone WideResNet-50; mean of 3 runs. Values transcribed from the text
 # extraction of Tables 1-4.

@@ -1,10 +1,10 @@
 """AnomalyMoE (Gu et al., 2025): the paper's claims, quoted as text. No numbers.
 
-Our copy of the paper (../shared/papers/001) holds its abstract and a summary only: the per-data-set
-tables are not in it, and the authors' repository (CASIA-LMC-Lab/AnomalyMoE) publishes no results
-table. So, unlike the other modules of this package, this one quotes no number at all: only the
-abstract's claims, word for word, each with its source. Notebook 08 checks each claim that our data
-can speak to against our own runs (``key`` names the check), and prints :data:`NO_NUMBERS`.
+The text we work from (the paper's abstract and a summary of it) holds no per-data-set tables, and the
+authors' repository (CASIA-LMC-Lab/AnomalyMoE) publishes no results table. So, unlike the other modules of
+this package, this one quotes no number at all: only the abstract's claims, word for word, each with its
+source. Notebook 08 checks each claim that our data can speak to against our own runs (``key`` names the
+check), and prints :data:`NO_NUMBERS`.
 """
 
 from __future__ import annotations

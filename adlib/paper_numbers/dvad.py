@@ -1,7 +1,7 @@
 """DVAD (dynamic visual adaptation framework for multi-class anomaly detection, 2025): its quoted numbers.
 
 Every number is the image-level mAU-ROC (I-AUROC, %, mean of MVTec AD's 15 classes) of one model trained on
-all classes at once, ResNet-34 encoder, as printed in the paper's text (../shared/papers/003, sections 4.2
+all classes at once, ResNet-34 encoder, as printed in the paper's text (sections 4.2
 and 5; the tables' cells were lost in extraction, the prose quotes these values). The release fine-tunes a
 trained MambaAD checkpoint (see the papers' notes), so these are MambaAD + DVAD's fine-tuning.
 
