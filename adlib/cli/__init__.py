@@ -26,7 +26,8 @@ class _Formatter(argparse.HelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if "(default" not in text and action.default not in (None, argparse.SUPPRESS, False):
+        hidden = action.default is None or action.default is argparse.SUPPRESS or action.default is False
+        if "(default" not in text and not hidden:  # identity: a default of 0 (== False) is still shown
             text += " (default: %(default)s)"
         return text
 

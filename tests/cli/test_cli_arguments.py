@@ -155,13 +155,16 @@ def test_bench_files_carry_the_profile_and_never_overwrite_another(
 
 
 def test_help_shows_defaults_profiles_and_method_names(capsys: pytest.CaptureFixture[str]) -> None:
+    texts = {}
     for command in ("reproduce", "bench"):
         with pytest.raises(SystemExit) as info:
             main([command, "--help"])
         assert info.value.code == 0
-        text = " ".join(capsys.readouterr().out.split())
+        text = texts[command] = " ".join(capsys.readouterr().out.split())
         assert "(default: ci)" in text and "ci: 128 px" in text and "full: 256 px" in text
         assert "(default: auto)" in text and "(default: None)" not in text
+        assert "(default: False)" not in text  # flags say nothing about their off state
+    assert "the one seed of the run (default: 0)" in texts["reproduce"]  # 0 == False must not hide it
     assert f"subset of: {', '.join(METHODS)} (default: all)" in text  # bench
 
 
