@@ -125,9 +125,19 @@ def _print(rows: list[dict], with_mambapy: bool) -> None:
         print("mambapy column omitted: mambapy is not installed (pip install mambapy)")
 
 
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args()
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m adlib.cli.bench_scan", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--repeat", type=int, default=5, help="timed runs per cell after one warm-up; the best is kept (default: 5)"
+    )
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1)")
+    args = parser.parse_args(argv)
+    for name in ("repeat", "threads"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be a whole number >= 1, got {getattr(args, name)}")
     bench_scan(repeat=args.repeat, threads=args.threads)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from adlib.cli import bench as bench_module
+from adlib.cli import bench_scan as bench_scan_module
 from adlib.cli import main
 from adlib.cli.reproduce import reproduce
 from adlib.data import ADCategory, ADSplit
@@ -175,3 +176,19 @@ def test_bench_scan_flag_reaches_bench(monkeypatch: pytest.MonkeyPatch) -> None:
     assert main(["bench", "--scan", "--methods", "patchcore"]) == 0
     assert main(["bench", "--methods", "patchcore"]) == 0
     assert seen == [True, False]
+
+
+def test_bench_scan_help_and_bad_counts(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """`python -m adlib.cli.bench_scan`: each option says what it is and its default; counts below 1 are refused."""
+    with pytest.raises(SystemExit) as info:
+        bench_scan_module.main(["--help"])
+    assert info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "the best is kept (default: 5)" in text and "torch CPU threads (default: 1)" in text
+    for argv, name in ((["--repeat", "0"], "--repeat"), (["--threads", "-1"], "--threads")):
+        with pytest.raises(SystemExit) as info:
+            bench_scan_module.main(argv)
+        assert info.value.code == 2 and f"{name} must be a whole number >= 1" in capsys.readouterr().err
+    seen: list[tuple[int, int]] = []
+    monkeypatch.setattr(bench_scan_module, "bench_scan", lambda repeat, threads: seen.append((repeat, threads)))
+    assert bench_scan_module.main(["--repeat", "2"]) == 0 and seen == [(2, 1)]
