@@ -1,7 +1,8 @@
 """Command-line tools: `python -m adlib reproduce` (papermill runner) and `python -m adlib bench`.
 
-Profiles: `ci` is tiny (128 px, a few dozen images per class, minutes on a laptop CPU); `full` is the
-real experiment (256 px, hundreds of images per class; a GPU helps, a CPU gets there slower).
+Profiles: `ci` is tiny (128 px, a few dozen images per class, about 9 minutes for all notebooks on a
+2-core CPU); `full` is the real experiment (256 px, hundreds of images per class; a GPU helps, a CPU
+gets there slower).
 
 Every argument is checked before any work starts (no kernel, no backbone): a bad one ends the
 command with one line, `python -m adlib <command>: error: ...`, and exit status 2, as argparse does.
@@ -16,7 +17,7 @@ from pathlib import Path
 from .reproduce import INACTIVITY_TIMEOUT
 
 PROFILES_HELP = (
-    "ci: 128 px, a few dozen images per class, minutes on a laptop CPU; "
+    "ci: 128 px, a few dozen images per class, about 9 min for all notebooks on a 2-core CPU; "
     "full: 256 px, hundreds of images per class, the real experiment (a GPU helps)"
 )
 
