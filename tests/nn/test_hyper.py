@@ -14,6 +14,10 @@ def plugin(dim=12, gate=0.7, **kw) -> HyperPlugin:
     p = HyperPlugin(dim, HyperConfig(hidden=8, **kw)).double()
     with torch.no_grad():
         p.gate.fill_(gate)
+        for hyper in (p.down, p.up):  # biases and norm affines off their zero / one init, so each term shows
+            for t in (hyper.b1, hyper.b2, hyper.norm.bias):
+                t.normal_(0.0, 0.5)
+            hyper.norm.weight.uniform_(0.5, 1.5)
     return p
 
 
@@ -74,6 +78,9 @@ def test_tokens_are_positions() -> None:
     bad = plugin(tokens="reshape").to_tokens(x)
     assert not torch.equal(bad[0, 2 * 3 + 1], x[0, :, 2, 1])  # the release's reshape mixes positions
     assert torch.equal(p.from_tokens(tokens, x.shape), x)
+    q, x2 = plugin(tokens="reshape"), images(B=2)
+    assert torch.equal(q.to_tokens(x2), x2.reshape(2, 15, 12))  # the release's layout, image by image
+    assert torch.equal(q.from_tokens(q.to_tokens(x2), x2.shape), x2)
 
 
 def test_generated_weights_are_per_image() -> None:
@@ -95,5 +102,7 @@ def test_batchnorm_token_norm_couples_images_in_training() -> None:
 
 
 def test_bad_config() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="bad HyperConfig.*latent_pool='dataset'"):
         HyperPlugin(8, HyperConfig(latent_pool="dataset"))
+    with pytest.raises(ValueError, match="tokens='transpose'"):
+        HyperPlugin(8, HyperConfig(tokens="transpose"))
