@@ -48,7 +48,8 @@ def hilbert_curve(n: int) -> np.ndarray:
     two bits at a time from the least significant; each pair picks a quadrant of the current ``s x s``
     square, and the partial path is rotated/reflected so that sub-curves join end to start.
     """
-    assert n >= 1 and n & (n - 1) == 0, "the Hilbert curve needs a power-of-two side"
+    if n < 1 or n & (n - 1):
+        raise ValueError(f"hilbert_curve: n must be a power of two >= 1, got {n}")
     t = np.arange(n * n)
     x, y = np.zeros_like(t), np.zeros_like(t)
     s = 1

@@ -126,5 +126,9 @@ def test_bad_arguments() -> None:
         scan_orders(4, 4, 3)
     with pytest.raises(ValueError):
         base_order(4, 4, "zorder")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="reduce must be 'sum' or 'mean', got 'max'"):
         merge_orders(torch.zeros(1, 1, 1, 4), scan_orders(2, 2, 1), 2, 2, reduce="max")
+    for n in (0, 3, 6, 12):  # the curve itself needs a power-of-two side (base_order pads other sides)
+        with pytest.raises(ValueError, match=f"power of two >= 1, got {n}"):
+            hilbert_curve(n)
+    assert hilbert_curve(1).tolist() == [[0, 0]]  # the smallest side: one cell
