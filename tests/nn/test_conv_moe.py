@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -68,3 +70,13 @@ def test_wider_input_with_a_separate_residual() -> None:
     out = moe(mixed, residual=skip)
     assert out.shape == skip.shape
     torch.testing.assert_close(out - skip, moe(mixed, residual=torch.zeros_like(skip)))
+
+
+def test_defaults_and_init_scale() -> None:
+    torch.manual_seed(0)
+    moe = ConvMoE(64)
+    assert len(moe.experts) == 5 and moe.gate.out_channels == 5  # DVAD's M = 5
+    assert moe.last_gates is None  # nothing logged before the first forward
+    w = torch.cat([e.weight.flatten() for e in moe.experts])  # 5 x 64 x 64 weights
+    assert math.isclose(w.std().item(), math.sqrt(2 / 64), rel_tol=0.03)  # normal, std sqrt(2 / fan_out)
+    assert abs(w.mean().item()) < 0.01 and all(torch.equal(e.bias, torch.zeros(64)) for e in moe.experts)

@@ -146,3 +146,63 @@ def test_cnn_block_branches() -> None:
     mean = b5.mean(dim=(2, 3))  # each branch ends with IN + SiLU: SiLU of a standardised map
     assert mean.abs().max() < 1.0 and (b5 >= -0.2785).all()  # SiLU's minimum is -0.2785
     assert math.isclose(block.fuse.weight.std().item(), math.sqrt(2 / 8), rel_tol=0.3)
+
+
+def n_params(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+@pytest.mark.parametrize("variant", ["mambaad", "dvad_text"])
+def test_ss2d_parameter_count_by_hand(variant) -> None:
+    C, K, N = 17, 2, 16  # C = 17: dt rank ceil(17 / 16) = 2
+    E, R, text = 2 * C, 2, variant == "dvad_text"
+    conv_ch = 2 * E if text else E  # the text's conv sees both SwiGLU halves
+    expected = (
+        C * 2 * E  # in_proj, no bias
+        + conv_ch * 3 * 3 + conv_ch  # depthwise 3x3, with bias
+        + K * (R + 2 * N) * E + K * E * R + K * E  # per direction: x_proj, dt_proj weight and bias
+        + K * E * N + K * E  # A_log, D
+        + 2 * E  # out_norm
+        + (C * 2 * E if text else 0)  # the text's bypass, no bias
+        + (2 * E if text else E) * C  # out_proj, no bias
+    )  # fmt: skip
+    s = SS2D(C, MambaConfig(directions=K, variant=variant))
+    assert s.rank == R and n_params(s) == expected
+
+
+def test_cnn_block_parameter_count_by_hand() -> None:
+    C = 6
+    pointwise = C * C + C  # 1x1 conv with bias; InstanceNorm has no affine parameters
+    expected = sum(pointwise + C * k * k + pointwise for k in (5, 7)) + 2 * C * C + C  # kxk depthwise, no bias; fuse
+    assert n_params(CNNBlock(C)) == expected
+
+
+def test_cnn_block_init_scales() -> None:
+    torch.manual_seed(0)
+    block = CNNBlock(64, norm="none")
+    pointwise, depthwise = block.branch[1][0][0].weight, block.branch[1][1][0].weight  # 1x1 and 7x7
+    assert math.isclose(pointwise.std().item(), math.sqrt(2 / 64), rel_tol=0.06)  # fan_out = 64
+    assert math.isclose(depthwise.std().item(), math.sqrt(2 / 49), rel_tol=0.06)  # fan_out = 7 * 7 * 64 / 64
+    assert abs(pointwise.mean().item()) < 0.1 * math.sqrt(2 / 64)
+
+
+def test_orders_are_cached_per_map_size() -> None:
+    s, cpu = SS2D(8, MambaConfig(directions=2)), torch.device("cpu")
+    first = s.orders(4, 4, cpu)
+    assert torch.equal(s.orders(4, 6, cpu), scan_orders(4, 6, 2, "hilbert"))  # not the 4 x 4 orders again
+    assert s.orders(4, 4, cpu) is first
+
+
+def test_mean_merge_is_the_sum_over_directions(one_thread) -> None:
+    summed = SS2D(16, MambaConfig(directions=4)).double()
+    mean = SS2D(16, MambaConfig(directions=4, merge="mean")).double()
+    mean.load_state_dict(summed.state_dict())
+    x = torch.randn(1, 32, 4, 5, dtype=torch.float64)
+    torch.testing.assert_close(mean.scan_map(x), summed.scan_map(x) / 4)
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="variant must be 'mambaad' or 'dvad_text', got 'paper'"):
+        SS2D(8, MambaConfig(variant="paper"))
+    with pytest.raises(ValueError, match=r"norm must be one of \['instance', 'batch', 'none'\], got 'layer'"):
+        CNNBlock(8, norm="layer")
