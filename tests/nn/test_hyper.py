@@ -31,6 +31,10 @@ def test_identity_plus_class_embedding_at_init() -> None:
     x, e = images(), torch.randn(4, 7, dtype=torch.float64)
     assert torch.equal(p(x), x)
     torch.testing.assert_close(p(x, e), x + p.embed(e)[:, :, None, None], rtol=0, atol=0)
+    plain = HyperPlugin(12).double()  # E already has C channels: added as it is, no projection
+    assert plain.embed is None
+    e12 = torch.randn(4, 12, dtype=torch.float64)
+    torch.testing.assert_close(plain(x, e12), x + e12[:, :, None, None], rtol=0, atol=0)
     p(x, e).square().sum().backward()
     assert p.gate.grad.abs() > 0  # the gate learns from the first step; the adapter's output reaches it
 

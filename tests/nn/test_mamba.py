@@ -75,8 +75,10 @@ def test_forward_is_mambaads_pipeline() -> None:
     torch.testing.assert_close(s(x), s.out_proj(y).permute(0, 3, 1, 2))
     block = VSSBlock(16).double()
     block.ss2d.load_state_dict(s.state_dict())
-    pre = block.norm(t).permute(0, 3, 1, 2)
-    torch.testing.assert_close(block(x), x + s(pre))  # x + SS2D(LN(x))
+    for scale in (1.0, 1e-3):  # at a variance of 1e-6, MambaAD's eps = 1e-6 is not the default 1e-5
+        xs = scale * x
+        pre = F.layer_norm(xs.permute(0, 2, 3, 1), (16,), block.norm.weight, block.norm.bias, eps=1e-6)
+        torch.testing.assert_close(block(xs), xs + s(pre.permute(0, 3, 1, 2)))  # x + SS2D(LN(x))
 
 
 def test_dvad_text_variant_pipeline() -> None:
