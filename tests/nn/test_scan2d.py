@@ -121,10 +121,15 @@ def test_merge_puts_each_direction_back_in_place() -> None:
     assert out.nonzero().flatten().tolist() == [orders[2, 0].item()] == [orders[0, -1].item()]
 
 
+def test_defaults_are_dvads_config() -> None:
+    assert torch.equal(base_order(4, 6), base_order(4, 6, "hilbert"))  # scan_type='hilbert'
+    assert torch.equal(scan_orders(4, 6), scan_orders(4, 6, 8, "hilbert"))  # num_direction=8
+
+
 def test_bad_arguments() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="K must be 1, 2, 4 or 8, got 3"):
         scan_orders(4, 4, 3)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="path must be one of .*, got 'zorder'"):
         base_order(4, 4, "zorder")
     with pytest.raises(ValueError, match="reduce must be 'sum' or 'mean', got 'max'"):
         merge_orders(torch.zeros(1, 1, 1, 4), scan_orders(2, 2, 1), 2, 2, reduce="max")
