@@ -201,3 +201,37 @@ def test_reused_scratch_buffers_hold_nothing_stale(plan) -> None:
         grads[method] = (y.detach(), *torch.autograd.grad(y.sin().sum(), leaves))
     for got, want in zip(grads["chunked"], grads["sequential"], strict=True):
         torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-10)
+
+
+def test_the_mamba_ssm_kernel_gets_every_argument_in_its_order(monkeypatch) -> None:
+    """A stand-in for mamba_ssm's selective_scan_fn records its call (no GPU needed): "mamba_ssm" hands over
+    every argument in the kernel's positional order; "auto" takes the kernel only for CUDA tensors."""
+    u, delta, A, B, C, D, z = make(1, 3, 2, 10)
+    bias, calls = torch.rand(3), []
+    monkeypatch.setattr(scan, "_mamba_ssm_fn", lambda: lambda *args: calls.append(args) or "kernel")
+    assert selective_scan(u, delta, A, B, C, D, z, bias, True, method="mamba_ssm") == "kernel"
+    assert len(calls) == 1
+    assert all(a is b for a, b in zip(calls[0], (u, delta, A, B, C, D, z, bias, True), strict=True))
+    assert isinstance(selective_scan(u, delta, A, B, C, D, z, bias, True), torch.Tensor) and len(calls) == 1
+    monkeypatch.setattr(scan, "_mamba_ssm_fn", lambda: None)  # not installed
+    with pytest.raises(RuntimeError, match="method='mamba_ssm' needs the mamba_ssm package with its CUDA kernel"):
+        selective_scan(u, delta, A, B, C, method="mamba_ssm")
+
+
+def test_low_precision_inputs_run_in_float32() -> None:
+    args = make(2, 4, 3, 40, dtype=torch.bfloat16)
+    bias = torch.rand(4).to(torch.bfloat16)
+    y = selective_scan(*args, delta_bias=bias, delta_softplus=True)
+    assert y.dtype == torch.bfloat16
+    ref = selective_scan(*(t.float() for t in args), delta_bias=bias.float(), delta_softplus=True)
+    assert torch.equal(y, ref.to(torch.bfloat16))  # the float32 computation, rounded once at the end
+
+
+def test_sequential_runs_the_loop(monkeypatch) -> None:
+    seen, loop = [], scan.scan_sequential
+    monkeypatch.setattr(scan, "scan_sequential", lambda *a: seen.append("loop") or loop(*a))
+    args = make(1, 3, 2, 10)[:5]
+    selective_scan(*args, method="sequential")
+    assert seen == ["loop"]
+    selective_scan(*args, method="chunked"), selective_scan(*args)  # the default on a CPU: chunked
+    assert seen == ["loop"]
