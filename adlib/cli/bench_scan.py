@@ -126,11 +126,13 @@ def _print(rows: list[dict], with_mambapy: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m adlib.cli.bench_scan", description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--repeat", type=int, default=5, help="timed runs per cell after one warm-up; the best is kept (default: 5)"
+    from adlib.cli import _Formatter  # each option's default after its help, as in `python -m adlib`
+
+    parser = argparse.ArgumentParser(
+        prog="python -m adlib.cli.bench_scan", description=__doc__.splitlines()[0], formatter_class=_Formatter
     )
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1)")
+    parser.add_argument("--repeat", type=int, default=5, help="timed runs per cell after one warm-up; the best is kept")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args = parser.parse_args(argv)
     for name in ("repeat", "threads"):
         if getattr(args, name) < 1:

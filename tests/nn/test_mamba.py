@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from adlib.nn.decoder import count_parameters
 from adlib.nn.mamba import SS2D, CNNBlock, MambaConfig, VSSBlock, swiglu
 from adlib.nn.scan import scan_sequential
 from adlib.nn.scan2d import scan_orders
@@ -150,10 +151,6 @@ def test_cnn_block_branches() -> None:
     assert math.isclose(block.fuse.weight.std().item(), math.sqrt(2 / 8), rel_tol=0.3)
 
 
-def n_params(module: torch.nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
 @pytest.mark.parametrize("variant", ["mambaad", "dvad_text"])
 def test_ss2d_parameter_count_by_hand(variant) -> None:
     C, K, N = 17, 2, 16  # C = 17: dt rank ceil(17 / 16) = 2
@@ -169,14 +166,14 @@ def test_ss2d_parameter_count_by_hand(variant) -> None:
         + (2 * E if text else E) * C  # out_proj, no bias
     )  # fmt: skip
     s = SS2D(C, MambaConfig(directions=K, variant=variant))
-    assert s.rank == R and n_params(s) == expected
+    assert s.rank == R and count_parameters(s) == expected
 
 
 def test_cnn_block_parameter_count_by_hand() -> None:
     C = 6
     pointwise = C * C + C  # 1x1 conv with bias; InstanceNorm has no affine parameters
     expected = sum(pointwise + C * k * k + pointwise for k in (5, 7)) + 2 * C * C + C  # kxk depthwise, no bias; fuse
-    assert n_params(CNNBlock(C)) == expected
+    assert count_parameters(CNNBlock(C)) == expected
 
 
 def test_cnn_block_init_scales() -> None:
