@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -39,17 +38,27 @@ def digest(value: Any) -> str:
     return h.hexdigest()[:20]
 
 
+def entry_path(kind: str, key: dict[str, Any], directory: str | Path | None = None) -> Path:
+    """Where ``cached(kind, key, ...)`` keeps its entry (``<digest of key>.pt`` in the ``kind`` cache)."""
+    folder = Path(directory) if directory is not None else runtime.cache_dir(kind)
+    return folder / f"{digest(key)}.pt"
+
+
 def cached(
     kind: str,
     key: dict[str, Any],
     compute: Callable[[], T],
     directory: str | Path | None = None,
     map_location: str | torch.device = "cpu",
+    store: bool = True,
 ) -> T:
-    """The object stored under `key` (a JSON-able dict) in the `kind` cache, else ``compute()``, stored."""
-    folder = Path(directory) if directory is not None else runtime.cache_dir(kind)
+    """The object stored under `key` (a JSON-able dict) in the `kind` cache, else ``compute()``, stored.
+
+    ``store=False`` computes without writing (the other ranks of a torchrun training: rank 0 writes).
+    """
+    path = entry_path(kind, key, directory)
+    folder = path.parent
     text = json.dumps(key, sort_keys=True, default=str)
-    path = folder / f"{digest(key)}.pt"
     if path.is_file():
         try:
             entry = torch.load(path, map_location=map_location, weights_only=False)
@@ -59,12 +68,8 @@ def cached(
         except Exception as err:  # noqa: BLE001 - any unreadable entry is recomputed, and said so
             warnings.warn(f"{path}: unreadable cache entry ({type(err).__name__}: {err}); recomputing it", stacklevel=2)
     value = compute()
+    if not store:
+        return value
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    try:
-        torch.save({"key": text, "value": value}, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    runtime.save_atomic({"key": text, "value": value}, path)
     return value

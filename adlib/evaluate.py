@@ -13,22 +13,24 @@ P-AUROC from the maps of that subclass's test images against their masks.
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from .cache import cached, digest
+from .cache import cached, digest, entry_path
 from .data import ADCategory
 from .features import FeatureExtractor, cached_features
 from .maps import DEFAULT_SIGMA, maps_and_scores
 from .methods import METHODS, Method
 from .methods.base import TrainBudget
 from .metrics import compute_metrics, ranking_metrics
+from .training import world
 
 
 @dataclass
@@ -61,6 +63,21 @@ def feature_key(category: ADCategory, extractor: FeatureExtractor, split: str = 
     )
 
 
+def model_key(spec: Method, cfg: object, budget: TrainBudget, data_key: str, extra: dict[str, object]) -> dict:
+    """The model cache key: everything that determines the trained model (see :func:`fit_cached`)."""
+    key = {
+        "method": spec.name,
+        "cfg": repr(spec.trained_config(cfg)),
+        "budget": [budget.steps, budget.patches_per_step, budget.router_steps, budget.router_batch, budget.seed],
+        "data": data_key,
+        "extra": {k: digest(v) if isinstance(v, np.ndarray | torch.Tensor) else repr(v) for k, v in extra.items()},
+    }
+    rule = [budget.holdout, budget.eval_every, budget.patience, budget.min_delta]
+    if rule != [0.0, 0, 0, 0.0]:  # only where set: the keys of models trained before these existed stay valid
+        key["stop rule"] = rule
+    return key
+
+
 def fit_cached(
     method: str | Method,
     train_feats: torch.Tensor,
@@ -74,20 +91,31 @@ def fit_cached(
 
     The key is everything that determines the model: the method, the trained part of its config
     (``repr``; test-time switches are applied after loading), the budget's training lengths and seed,
-    ``data_key`` (:func:`feature_key` of the training split) and the extra arguments (arrays by
-    content). Device and progress bars are not part of it.
+    its held-out and stopping rule where set, ``data_key`` (:func:`feature_key` of the training split)
+    and the extra arguments (arrays by content). Device, progress bars and checkpointing are not part of it.
+
+    While it trains, the model's checkpoints live in ``<entry>.ckpt/`` beside its cache entry
+    (``adlib.training``), every ``budget.checkpoint_every`` steps and on SIGINT / SIGTERM: calling
+    ``fit_cached`` again after an interruption goes on from there. The folder is removed once the entry is
+    written.
     """
     spec = METHODS[method] if isinstance(method, str) else method
+    key = model_key(spec, cfg, budget, data_key, extra)
+    ckpt = checkpoint_dir(key)
+    run = replace(budget, checkpoint=str(ckpt))
+    rank0 = world()[0] == 0  # under torchrun every rank trains, rank 0 writes the entry
     trained = spec.trained_config(cfg)
-    key = {
-        "method": spec.name,
-        "cfg": repr(trained),
-        "budget": [budget.steps, budget.patches_per_step, budget.router_steps, budget.router_batch, budget.seed],
-        "data": data_key,
-        "extra": {k: digest(v) if isinstance(v, np.ndarray | torch.Tensor) else repr(v) for k, v in extra.items()},
-    }
-    model = cached("models", key, lambda: spec.fit(train_feats, trained, budget, **extra), map_location=budget.device)
+    model = cached(
+        "models", key, lambda: spec.fit(train_feats, trained, run, **extra), map_location=budget.device, store=rank0
+    )
+    if rank0:
+        shutil.rmtree(ckpt, ignore_errors=True)  # the model is in the cache: its checkpoints are done with
     return spec.with_test_time(model, cfg)
+
+
+def checkpoint_dir(key: dict) -> Path:
+    """The checkpoint folder of the model cache entry of ``key``: ``<entry>.ckpt``."""
+    return entry_path("models", key).with_suffix(".ckpt")
 
 
 def evaluate_patch_scores(

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from . import runtime
 from .backbones import DEFAULT_BACKBONE, load_backbone
 from .data import ADSplit
-from .runtime import resolve_device
+from .runtime import resolve_device, save_atomic
 
 
 @dataclass(frozen=True)
@@ -250,14 +250,8 @@ def cached_pyramid(
         warnings.warn(f"{path}: bad feature-cache entry, {why}; recomputing it", stacklevel=2)
     maps = extractor.pyramid(split.images, progress=progress)  # list of [N, C_l, h_l, w_l]
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
     entry = {"pyramid": maps, "key": json.dumps(key), "shapes": [list(m.shape) for m in maps], "format": CACHE_FORMAT}
-    try:
-        torch.save(entry, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    save_atomic(entry, path)
     return maps
 
 

@@ -48,6 +48,19 @@ def write_atomic(path: str | Path, data: str | bytes) -> Path:
     return path
 
 
+def save_atomic(obj: object, path: str | Path) -> Path:
+    """``torch.save(obj, path)`` through a temporary file and a rename (see :func:`write_atomic`)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """'auto' -> cuda if available, else cpu; anything else is passed to torch.device."""
     if isinstance(device, torch.device):

@@ -219,7 +219,7 @@ def fit(
     for k in tqdm(range(len(subclass_ids)), desc="experts", disable=not budget.progress, leave=False):
         fk = feats[torch.as_tensor(labels == k)]  # [N_k, C, h, w]
         expert_seed = budget.seed + 1 + k if cfg.moe else budget.seed  # the seed convention (docstring)
-        expert = simplenet.fit(fk, cfg.expert, budget.with_seed(expert_seed), transform)
+        expert = simplenet.fit(fk, cfg.expert, budget.with_seed(expert_seed), transform, part=f"expert{k}")
         c, s = feature_stats(normalize(fk) if cfg.norm else fk)  # [C], [C]
         experts.append(expert)
         centers.append(c)

@@ -55,13 +55,12 @@ One model for all categories: the caller concatenates training features of sever
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from ..nn.autoencoders import (
     GLOBAL_MAPS,
@@ -75,8 +74,9 @@ from ..nn.autoencoders import (
 )
 from ..nn.gating import Z_LOSSES, esb_loss, topk_weights
 from ..nn.losses import CLUBEstimator, club_log_likelihood, club_upper_bound
+from ..training import Optim, Schedule, Training, train
 from . import components as comp
-from .base import StepSampler, TrainBudget, check_loss
+from .base import TrainBudget
 
 LEVELS = ("patch", "component", "global")
 LOSS_TERMS = ("total", "reconstruction", *LEVELS, "routing", "esb", "eir", "estimator")
@@ -338,14 +338,6 @@ def set_norm_stats(model: AnomalyMoE, train_feats: Tensor, seed: int = 0) -> Non
 # ----------------------------------------------------------------------------- training
 
 
-def lr_factor(step: int, steps: int, warmup: int, final: float) -> float:
-    """Linear warm-up over ``warmup`` steps, then cosine decay from 1 to ``final`` at the last step."""
-    if step < warmup:
-        return (step + 1) / warmup
-    t = (step - warmup) / max(1, steps - 1 - warmup)  # 0 -> 1
-    return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
-
-
 def eir_pairs(model: AnomalyMoE, x: Tensor, g: torch.Generator) -> list[tuple[str, Tensor, Tensor]]:
     """Layer-normalised pooled outputs ``[B, C]`` of two random experts of the patch and of the global level."""
     out = []
@@ -396,17 +388,24 @@ def _fit(feats: Tensor, cfg: AnomalyMoEConfig, budget: TrainBudget, dev: torch.d
     if centres is not None:
         train_comps, train_pooled = component_features(model, x_all)  # [M, h, w], [M, C]
     estimators = nn.ModuleDict({lvl: CLUBEstimator(c) for lvl in ("patch", "global") if lvl in cfg.levels}).to(dev)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     warmup = min(cfg.warmup_steps, steps // 10)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, steps, warmup, cfg.final_lr_factor))
-    opt_mi = torch.optim.Adam(estimators.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay) if estimators else None
-    history = {k: torch.zeros(steps, device=dev) for k in LOSS_TERMS}  # [steps] each, no sync per step
-    sampler = StepSampler(n, cfg.batch_size, g)
+    optims = [
+        Optim(
+            model.parameters(),
+            "adamw",
+            cfg.lr,
+            cfg.weight_decay,
+            Schedule("warmup_cosine", cfg.final_lr_factor, warmup=warmup),
+        )
+    ]
+    if len(estimators):  # the CLUB estimators learn q(y | x) by their own optimiser, on their own term
+        optims.append(
+            Optim(estimators.parameters(), "adam", cfg.lr, cfg.weight_decay, clip=cfg.estimator_clip, term="estimator")
+        )
     scales = dict(zip(LEVELS, cfg.loss_scales, strict=True))
     running: dict[str, Tensor | None] = dict.fromkeys(LEVELS)
-    model.train()
-    for step in tqdm(range(steps), desc="AnomalyMoE", disable=not budget.progress, leave=False):
-        idx = sampler()  # [B]
+
+    def batch_loss(idx: Tensor, step: int) -> dict[str, Tensor | Callable[[], Tensor | None]]:
         x = x_all[idx.to(dev)]  # [B, C, h, w]
         b = len(idx)
         logits, wts = model.route(x)  # [B, E], [B, E]
@@ -445,24 +444,43 @@ def _fit(feats: Tensor, cfg: AnomalyMoEConfig, budget: TrainBudget, dev: torch.d
         eir = sum((club_upper_bound(estimators[lvl], a, p) for lvl, a, p in pairs), x.new_zeros(())) / max(
             1, len(pairs)
         )
+
+        def estimator() -> Tensor | None:  # after the experts' step: q(y | x) on the detached outputs
+            if not pairs:
+                return None
+            return -sum(club_log_likelihood(estimators[lvl], a.detach(), p.detach()) for lvl, a, p in pairs) / len(
+                pairs
+            )
+
         total = recon + routing + cfg.esb_weight * esb + cfg.eir_weight * eir
-        opt.zero_grad(set_to_none=True)
-        total.backward()
-        opt.step()
-        sched.step()
-        est = x.new_zeros(())
-        if pairs and opt_mi is not None:  # the estimators learn q(y | x) on the detached outputs (their own optimiser)
-            est = -sum(club_log_likelihood(estimators[lvl], a.detach(), p.detach()) for lvl, a, p in pairs) / len(pairs)
-            opt_mi.zero_grad(set_to_none=True)
-            est.backward()
-            nn.utils.clip_grad_norm_(estimators.parameters(), cfg.estimator_clip)
-            opt_mi.step()
-        for k, v in zip(
-            LOSS_TERMS, (total, recon, *(terms[lvl] for lvl in LEVELS), routing, esb, eir, est), strict=True
-        ):
-            history[k][step] = v.detach()
-        check_loss(history["total"], step, "AnomalyMoE", f"lower lr={cfg.lr} or check the features for NaN/inf")
-    model.eval()
-    model.loss_history = {k: v.cpu() for k, v in history.items()}
+        return {
+            "total": total,
+            "reconstruction": recon,
+            **terms,
+            "routing": routing,
+            "esb": esb,
+            "eir": eir,
+            "estimator": estimator,
+        }
+
+    def get_running() -> dict:
+        return dict(running)
+
+    result = train(
+        Training(
+            "AnomalyMoE",
+            {"model": model, "estimators": estimators},
+            optims,
+            n,
+            cfg.batch_size,
+            batch_loss,
+            g,
+            f"lower lr={cfg.lr} or check the features for NaN/inf",
+            terms=LOSS_TERMS,
+            extra_state=(get_running, running.update),
+        ),
+        budget,
+    )
+    model.loss_history = result.history
     set_norm_stats(model, feats, budget.seed)
     return model

@@ -37,12 +37,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from ..nn.decoder import GLDConfig, GLDDecoder, MultiScaleFusion
 from ..nn.hyper import HyperConfig
 from ..nn.mamba import MambaConfig
-from .base import StepSampler, TrainBudget, check_loss
+from ..training import Optim, Schedule, Training, holdout_split, train
+from .base import TrainBudget
 
 SCORES = ("cosine", "mse")
 # Optimizer steps of one DVAD training in notebooks 06-07 and `python -m adlib bench`, per profile: ci is a smoke
@@ -134,7 +134,8 @@ class DVAD(nn.Module):
         self.decoder = GLDDecoder(cfg.dims, cfg.depths, cfg.gld(), embed)
         # stage i + 1 (stride 16, 8, 4 for 3 maps) predicts map L - 1 - i: heads finest first
         self.heads = nn.ModuleList(nn.Conv2d(cfg.dims[-1 - i], c, 1) for i, c in enumerate(channels))
-        self.loss_history: Tensor | None = None
+        self.loss_history: Tensor | None = None  # [steps] training loss, set by fit
+        self.heldout_history: list[tuple[int, float]] = []  # (step, held-out loss), set by fit
 
     def class_embed(self, maps: Sequence[Tensor]) -> Tensor | None:
         """``E``: the global average of the deepest encoder map, ``[B, C_L]`` (None when switched off)."""
@@ -214,24 +215,36 @@ def fit(train_feats: Sequence[Tensor], cfg: DVADConfig | None = None, budget: Tr
         model = DVAD([m.shape[1] for m in train_feats], cfg)
     model.to(device)
     g = torch.Generator().manual_seed(budget.seed)  # image order
-    sampler = StepSampler(len(train_feats[0]), cfg.batch, g)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    drop = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[max(1, int(cfg.lr_drop_at * budget.steps))], gamma=0.1)
-    history = torch.empty(budget.steps, device=device)  # [steps]
-    hint = f"lower the learning rate (lr={cfg.lr}) or check the encoder maps for NaN/inf"
-    model.train()
-    for step in tqdm(range(budget.steps), desc="DVAD", disable=not budget.progress, leave=False):
-        idx = sampler()  # [batch]
-        x = [m[idx].to(device, torch.float32) for m in train_feats]  # [batch, C_l, h_l, w_l]
-        loss = reconstruction_loss(model(x), x)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        drop.step()
-        history[step] = loss.detach()
-        check_loss(history, step, "DVAD", hint)
-    model.eval()
-    model.loss_history = history.cpu()
+    train_idx, held_idx = holdout_split(len(train_feats[0]), budget.holdout, budget.seed)
+    maps = [m[train_idx] for m in train_feats] if len(held_idx) else list(train_feats)  # [N_train, C_l, h_l, w_l]
+
+    def batch_loss(idx: Tensor, step: int) -> dict[str, Tensor]:
+        x = [m[idx].to(device, torch.float32) for m in maps]  # [batch, C_l, h_l, w_l]
+        return {"total": reconstruction_loss(model(x), x)}
+
+    def heldout() -> float:  # the mean over held-out images of the training loss, in chunks
+        total = 0.0
+        for x, r in model._batches([m[held_idx] for m in train_feats]):
+            total += float(reconstruction_loss(r, x)) * len(x[0])
+        return total / len(held_idx)
+
+    drop = Schedule("step", drop_at=cfg.lr_drop_at, gamma=0.1)  # the release: lr x 0.1 at 80 % of training
+    result = train(
+        Training(
+            "DVAD",
+            {"model": model},
+            [Optim(model.parameters(), "adamw", cfg.lr, cfg.weight_decay, drop)],
+            len(maps[0]),
+            cfg.batch,
+            batch_loss,
+            g,
+            f"lower the learning rate (lr={cfg.lr}) or check the encoder maps for NaN/inf",
+            heldout=heldout if len(held_idx) else None,
+        ),
+        budget,
+    )
+    model.loss_history = result.history["total"]
+    model.heldout_history = result.heldout
     return model
 
 

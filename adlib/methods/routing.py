@@ -42,16 +42,16 @@ implement the paper's eq. (2) and keep the released behaviour available as ``los
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from ..nn.losses import center_loss, ranked_list_loss, update_centers
-from .base import StepSampler, TrainBudget, check_loss
+from ..training import Optim, Training, train
+from .base import TrainBudget
 
 ROUTING_LOSSES = ("softmax", "center", "ranked_list")
 
@@ -159,6 +159,7 @@ def train_router(
     cfg: RouterConfig | None = None,
     budget: TrainBudget = TrainBudget(),
     n_classes: int | None = None,
+    part: str = "router",
 ) -> RoutingNetwork:
     """Train the routing network on feature maps ``[N, C, h, w]`` with subclass labels ``[N]``.
 
@@ -167,8 +168,8 @@ def train_router(
     images (reshuffled when used up); centres updated after each step (Wen et al.), final centres =
     subclass means of the final embeddings. ``router_steps=0`` gives the untrained router.
     Deterministic given ``budget.seed``. Returns the router on ``budget.device`` in eval mode, with
-    ``loss_history: [steps]`` (CPU) attached. A loss that turns NaN or infinite stops training with a
-    ``FloatingPointError`` (``base.check_loss``).
+    ``loss_history: [steps]`` (CPU) attached. Trained by the one loop (``adlib.training``: the NaN stop,
+    checkpoints in ``budget.checkpoint/<part>.pt``, resume).
     """
     cfg = cfg or RouterConfig()
     if cfg.loss not in ROUTING_LOSSES:
@@ -184,27 +185,36 @@ def train_router(
     router.reset_parameters(g)
     router.to(device)
     router.centers.copy_(class_means(embed_all(router, feats), labels, k).to(device))  # [K, E]
-    opt = torch.optim.Adam(router.parameters(), lr=cfg.lr)
+    step_batch: dict[str, Tensor] = {}  # the step's embeddings and labels, for the centre update
 
-    history = torch.empty(steps, device=device)  # [steps]
-    hint = f"lower the learning rate (RouterConfig.lr={cfg.lr}) or check the training features for NaN/inf"
-    sampler = StepSampler(n, budget.router_batch, g)
-    router.train()
-    for step in tqdm(range(steps), desc="router", disable=not budget.progress, leave=False):
-        idx = sampler()  # [B]
+    def batch_loss(idx: Tensor, step: int) -> dict[str, Tensor]:
         xb = feats[idx].to(device, torch.float32)  # [B, C, h, w]
         yb = labels[idx].to(device)  # [B]
         x, logits = router(xb)  # [B, E], [B, K]
-        loss_value = routing_loss(router, x, logits, yb, cfg)
-        opt.zero_grad(set_to_none=True)
-        loss_value.backward()
-        opt.step()
-        router.centers.copy_(update_centers(router.centers, x.detach(), yb, cfg.center_rate))
-        history[step] = loss_value.detach()
-        check_loss(history, step, f"routing network ({cfg.loss} loss)", hint)  # a sync every few steps only
+        step_batch.update(x=x.detach(), y=yb)
+        return {"total": routing_loss(router, x, logits, yb, cfg)}
+
+    def move_centers() -> None:  # Wen et al.: after each step, centres move towards the batch's embeddings
+        router.centers.copy_(update_centers(router.centers, step_batch["x"], step_batch["y"], cfg.center_rate))
+
+    hint = f"lower the learning rate (RouterConfig.lr={cfg.lr}) or check the training features for NaN/inf"
+    history = torch.empty(0)
+    if steps > 0:
+        t = Training(
+            f"routing network ({cfg.loss} loss)",
+            {"router": router},
+            [Optim(router.parameters(), "adam", cfg.lr)],
+            n,
+            budget.router_batch,
+            batch_loss,
+            g,
+            hint,
+            after_step=move_centers,
+        )
+        history = train(t, replace(budget, steps=steps), part).history["total"]
     router.eval()
     router.centers.copy_(class_means(embed_all(router, feats), labels, k).to(device))  # [K, E]
-    router.loss_history = history.cpu()  # type: ignore[assignment]
+    router.loss_history = history  # type: ignore[assignment]
     return router
 
 

@@ -52,10 +52,10 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from ..nn.losses import truncated_l1_loss
-from .base import StepSampler, TrainBudget, check_loss, flatten_patches
+from ..training import Optim, Schedule, Training, holdout_split, train
+from .base import TrainBudget, flatten_patches
 
 FeatureTransform = Callable[[Tensor], Tensor]
 
@@ -171,6 +171,7 @@ def fit(
     cfg: SimpleNetConfig | None = None,
     budget: TrainBudget = TrainBudget(),
     features_transform: FeatureTransform | None = None,
+    part: str = "model",
 ) -> SimpleNet:
     """Train one SimpleNet on normal patch features ``feats: [N, C, h, w]`` for ``budget.steps`` steps.
 
@@ -180,8 +181,10 @@ def fit(
     a per-step cosine schedule. ``sigma`` is :func:`noise_sigma` of the (transformed) training
     patches. Deterministic given ``budget.seed`` (parameters, patch order and noise come from our
     generators). Returns the model on ``budget.device`` in eval mode, with ``loss_history: [steps]``
-    (the training loss of every step, on CPU) and ``noise_sigma`` (the sigma used) attached. A loss
-    that turns NaN or infinite stops training with a ``FloatingPointError`` (``base.check_loss``).
+    (the training loss of every step, on CPU), ``heldout_history`` (``(step, loss)`` on the images that
+    ``budget.holdout`` keeps out of training, every ``budget.eval_every`` steps; empty by default) and
+    ``noise_sigma`` (the sigma used) attached. Trained by the one loop (``adlib.training``: checkpoints in
+    ``budget.checkpoint/<part>.pt``, the NaN stop, resume).
     """
     cfg = cfg or SimpleNetConfig()
     device = torch.device(budget.device)
@@ -200,49 +203,62 @@ def fit(
     model.reset_parameters(g_cpu)  # on the CPU, then moved: the same initial weights on any device
     model.to(device)
 
+    train_idx, held_idx = holdout_split(n, budget.holdout, seed)  # whole images held out (none by default)
     x = feats.to(device=device, dtype=torch.float32)  # [N, C, h, w]
     with torch.no_grad():
         x = model.transform(x)  # [N, C, h, w]
-    patches = flatten_patches(x)  # [P, C], P = N*h*w
+    patches = flatten_patches(x[train_idx.to(device)] if len(held_idx) else x)  # [P, C], P = N*h*w
     n_patches = len(patches)
     if n_patches < 2:
         raise ValueError("SimpleNet needs at least 2 training patches")
     batch = min(n_patches, budget.patches_per_step)  # patches per step
     sigma = noise_sigma(patches, cfg)
 
-    opt_g = torch.optim.AdamW(model.adaptor.parameters(), lr=cfg.lr_adaptor)
-    opt_d = torch.optim.Adam(
-        model.discriminator.parameters(),
-        lr=cfg.lr_discriminator,
-        weight_decay=cfg.weight_decay_discriminator,
-    )
-    sched_d = torch.optim.lr_scheduler.CosineAnnealingLR(
-        opt_d, T_max=steps, eta_min=cfg.lr_discriminator * cfg.cosine_min_factor
-    )
+    def loss(q: Tensor, noise: Tensor) -> Tensor:
+        """Truncated l1 of ``D`` on adapted normal patches ``q: [B, C]`` and their noisy copies."""
+        d = model.discriminator(torch.cat([q, q + noise]))  # [2B]  normal, then synthetic anomalous
+        return truncated_l1_loss(d[: len(q)], d[len(q) :], cfg.margin)
 
-    history = torch.empty(steps, device=device)  # [steps]  on the device: no sync per step
+    def batch_loss(idx: Tensor, step: int) -> dict[str, Tensor]:
+        q = model.adaptor(patches[idx.to(device)])  # [B, C]  adapted normal features
+        return {"total": loss(q, torch.randn(q.shape, generator=g_dev, device=device) * sigma)}  # noise [B, C]
+
+    def heldout() -> float:  # the same noise at every evaluation: a smooth curve
+        q = model.adaptor(flatten_patches(x[held_idx.to(device)]))  # [P_held, C]
+        g = torch.Generator(device=device).manual_seed(seed + 2)
+        return float(loss(q, torch.randn(q.shape, generator=g, device=device) * sigma))
+
     hint = (
         f"lower the learning rates (lr_adaptor={cfg.lr_adaptor}, lr_discriminator={cfg.lr_discriminator}) "
         "or check the training features for NaN/inf"
     )
-    sampler = StepSampler(n_patches, batch, g_cpu)
-    model.train()
-    for step in tqdm(range(steps), desc="SimpleNet", disable=not budget.progress, leave=False):
-        idx = sampler().to(device)  # [B]
-        q = model.adaptor(patches[idx])  # [B, C]  adapted normal features
-        noise = torch.randn(q.shape, generator=g_dev, device=device) * sigma  # [B, C]
-        q_fake = q + noise  # [B, C]  synthetic anomalous features
-        d = model.discriminator(torch.cat([q, q_fake]))  # [2B]
-        loss = truncated_l1_loss(d[:batch], d[batch:], cfg.margin)
-        opt_g.zero_grad(set_to_none=True)
-        opt_d.zero_grad(set_to_none=True)
-        loss.backward()
-        opt_g.step()
-        opt_d.step()
-        sched_d.step()
-        history[step] = loss.detach()
-        check_loss(history, step, "SimpleNet", hint)  # a sync every few steps only
-    model.eval()
-    model.loss_history = history.cpu()  # type: ignore[assignment]
+    cosine = Schedule("cosine", min_factor=cfg.cosine_min_factor)  # per step, down to 0.4 x lr
+    result = train(
+        Training(
+            "SimpleNet",
+            {"model": model},
+            [
+                Optim(model.adaptor.parameters(), "adamw", cfg.lr_adaptor),
+                Optim(
+                    model.discriminator.parameters(),
+                    "adam",
+                    cfg.lr_discriminator,
+                    cfg.weight_decay_discriminator,
+                    cosine,
+                ),
+            ],
+            n_patches,
+            batch,
+            batch_loss,
+            g_cpu,
+            hint,
+            generators={"noise": g_dev},
+            heldout=heldout if len(held_idx) else None,
+        ),
+        budget,
+        part,
+    )
+    model.loss_history = result.history["total"]  # type: ignore[assignment]
+    model.heldout_history = result.heldout  # type: ignore[assignment]
     model.noise_sigma = sigma  # type: ignore[assignment]
     return model

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from adlib.config import get_profile
-from adlib.methods.base import StepSampler, TrainBudget, flatten_patches
+from adlib.methods.base import TrainBudget, flatten_patches
+from adlib.training import StepSampler
 
 
 def test_flatten_patches_order() -> None:

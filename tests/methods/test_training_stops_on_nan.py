@@ -6,14 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from adlib.methods import base
-from adlib.methods.base import TrainBudget, check_loss
+from adlib import training
+from adlib.methods.base import TrainBudget
 from adlib.methods.routing import RouterConfig, train_router
 from adlib.methods.simplenet import SimpleNetConfig, fit
+from adlib.training import check_loss
 
 
 def test_check_loss_looks_every_few_steps_and_names_the_first_bad_step(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(base, "LOSS_CHECK_EVERY", 4)
+    monkeypatch.setattr(training, "LOSS_CHECK_EVERY", 4)
     history = torch.tensor([1.0, 0.5, float("nan"), float("inf"), 0.1, 0.1])
     check_loss(history, 2, "m", "hint")  # step 3 is not a checking step: no sync, no error yet
     with pytest.raises(FloatingPointError, match=r"^m: training loss is nan at step 3 of 6; hint$"):
