@@ -1,4 +1,4 @@
-"""`python -m adlib reproduce ...` and `python -m adlib bench ...` (see adlib.cli)."""
+"""`python -m adlib reproduce ...`, `python -m adlib train ...` and `python -m adlib bench ...` (see adlib.cli)."""
 
 import sys
 

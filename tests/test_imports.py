@@ -3,6 +3,7 @@
 * `adlib/nn/` imports only torch, numpy and the standard library;
 * `adlib/methods/` never imports `data`, `metrics`, `paper_numbers`, `nb` or `cli`;
 * `adlib/paper_numbers/` imports nothing of ours but itself;
+* `adlib/training.py`, the one loop under every method, imports nothing of ours but `runtime`;
 * the old flat module names are gone (no aliases kept alive).
 """
 
@@ -75,6 +76,11 @@ def test_methods_never_import_data_metrics_paper_numbers_nb_or_cli(path: Path) -
 def test_paper_numbers_import_nothing_of_ours(path: Path) -> None:
     ours = [n for n in imports_of(path) if n.startswith("adlib") and not n.startswith("adlib.paper_numbers")]
     assert not ours, f"{path.relative_to(PACKAGE.parent)} imports {ours}"
+
+
+def test_the_training_loop_imports_only_runtime_of_ours() -> None:
+    ours = {n for n in imports_of(PACKAGE / "training.py") if n.startswith("adlib")}
+    assert ours == {"adlib.runtime"}, ours
 
 
 @pytest.mark.parametrize(

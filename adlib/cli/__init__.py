@@ -1,4 +1,5 @@
-"""Command-line tools: `python -m adlib reproduce` (papermill runner) and `python -m adlib bench`.
+"""Command-line tools: `python -m adlib reproduce` (papermill runner), `python -m adlib train` (the model cache,
+resumable, in shards or under torchrun) and `python -m adlib bench`.
 
 Profiles: `ci` is tiny (128 px, a few dozen images per class, about 9 minutes for all notebooks on a
 2-core CPU); `full` is the real experiment (256 px, hundreds of images per class; a GPU helps, a CPU
@@ -112,6 +113,35 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="add the selective-scan benchmark (sequential, chunked, mambapy if installed)",
     )
+    tra = sub.add_parser(
+        "train",
+        help="train one model, or a notebook's grid of models, into the model cache (resumable; torchrun for DDP)",
+        description="Train what a notebook needs into the model cache, so that the notebook then only loads and "
+        "scores. `train --notebook 07` trains every model of notebook 07's grid (adlib.grids) that the cache lacks; "
+        "`--shard i/n` takes every n-th of them from the i-th (0-based), so that n processes (two on a 2-core CPU, "
+        "one per GPU, a Slurm job array with --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT) fill the cache "
+        "side by side. `train dvad` trains notebook 07's default DVAD of --seed, `train anomaly_moe` notebook 08's "
+        "default AnomalyMoE.\n\nEvery training writes checkpoints beside its cache entry every --checkpoint-every "
+        "steps and on Ctrl-C or SIGTERM; the same command started again goes on from there. Under `torchrun "
+        "--nproc_per_node N -m adlib train ...` each model is trained by N processes (NCCL on GPUs, gloo on CPUs), "
+        "the global batch split over them, rank 0 writing the cache entry.",
+        formatter_class=_Formatter,
+    )
+    tra.add_argument("method", nargs="?", choices=["dvad", "anomaly_moe"], help="one default model (default: none)")
+    tra.add_argument("--notebook", default=None, help="NN: train the grid of notebook NN (06, 07 or 08)")
+    tra.add_argument("--profile", choices=["ci", "full"], default="ci", help=f"run size; {PROFILES_HELP}")
+    tra.add_argument("--shard", default="0/1", help="i/n: this process trains jobs i, i + n, ... of the grid")
+    tra.add_argument(
+        "--seed", type=int, default=0, help="the run seed, as the notebooks' SEED (seeds SEED, SEED + 1, ...)"
+    )
+    tra.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
+    tra.add_argument(
+        "--data-root", default=None, help="folder of real data sets (default: $ADLIB_DATA_ROOT, else ../shared/data)"
+    )
+    tra.add_argument("--checkpoint-every", type=int, default=50, help="optimizer steps between checkpoints")
+    tra.add_argument("--threads", type=int, default=0, help="torch threads per process (0: torch's default)")
+    tra.add_argument("--list", action="store_true", help="list the jobs and whether each is cached; train nothing")
+    tra.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
 
@@ -151,6 +181,10 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     try:
         if args.command == "reproduce":
             check_reproduce_args(args)
+        elif args.command == "train":
+            from .train import check_train_args
+
+            check_train_args(args)
         else:
             from .bench import check_bench_args
 
@@ -171,6 +205,10 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         from .reproduce import main_reproduce
 
         return main_reproduce(args)
+    if args.command == "train":
+        from .train import main_train
+
+        return main_train(args)
     from .bench import bench
 
     bench(**args.bench, scan=args.scan)
