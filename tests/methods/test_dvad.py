@@ -138,3 +138,44 @@ def test_run_method_takes_stage_maps_and_finds_a_clear_anomaly(one_thread) -> No
     ev = run_method("dvad", cat, train, test, TrainBudget(steps=40), TINY)
     assert ev.maps.shape == (4, 64, 64) and {"fit_s", "score_s", "map_s"} <= set(ev.timings)
     assert ev.metrics["I-AUROC"] == 1.0 and ev.metrics["P-AUROC"] > 0.9  # the corner is found
+
+
+# ----------------------------------------------------------------------------- mutations the tiny model hid (issue 22)
+
+
+def test_each_map_is_rebuilt_by_the_stage_of_its_size_with_unequal_widths(one_thread) -> None:
+    """Stage widths that differ (as MambaAD's 512/256/128/64) make a head fed by the wrong stage fail."""
+    cfg = dataclasses.replace(TINY, dims=(20, 12, 10, 6))
+    model = DVAD([4, 6, 8], cfg)
+    assert [h.in_channels for h in model.heads] == [6, 10, 12]  # finest map <- last stage
+    recon = model(pyramid(2))
+    assert [tuple(r.shape) for r in recon] == [(2, 4, 16, 16), (2, 6, 8, 8), (2, 8, 4, 4)]
+
+
+def test_the_class_embedding_reaches_every_gld_block(one_thread, monkeypatch: pytest.MonkeyPatch) -> None:
+    from adlib.nn.decoder import GLDBlock
+
+    seen = []
+    forward = GLDBlock.forward
+    monkeypatch.setattr(GLDBlock, "forward", lambda self, x, e=None: seen.append(e) or forward(self, x, e))
+    maps = pyramid(2)
+    DVAD([4, 6, 8], TINY)(maps)
+    assert len(seen) == 3 and all(e is not None for e in seen)
+    for e in seen:
+        torch.testing.assert_close(e, maps[-1].mean(dim=(2, 3)))  # E: the deepest map's global average
+    seen.clear()
+    DVAD([4, 6, 8], dataclasses.replace(TINY, class_embedding=False))(maps)
+    assert seen == [None] * 3
+
+
+def test_fit_drops_the_learning_rate_tenfold_at_80_percent(one_thread, monkeypatch: pytest.MonkeyPatch) -> None:
+    lrs = []
+    step = torch.optim.AdamW.step
+
+    def spy(self, *a, **k):  # noqa: ANN001, ANN202
+        lrs.append(self.param_groups[0]["lr"])
+        return step(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", spy)
+    fit(pyramid(), TINY, TrainBudget(steps=10))
+    assert lrs == pytest.approx([0.005] * 8 + [0.0005] * 2)

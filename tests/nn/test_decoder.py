@@ -61,3 +61,17 @@ def test_decoder_stages_double_in_size(one_thread) -> None:
     assert len(dec.blocks()) == 2
     with pytest.raises(ValueError, match="one entry per stage"):
         GLDDecoder((16, 8), (1,), small())
+
+
+def test_the_fusion_bottleneck_adds_its_skip_path() -> None:
+    """ResidualDown = relu(conv path + skip path): with the conv path zeroed, the skip path is what is left."""
+    from adlib.nn.decoder import ResidualDown
+
+    torch.manual_seed(0)
+    block = ResidualDown(3, 5).eval()
+    with torch.no_grad():
+        block.conv2[0].weight.zero_()
+        block.conv2[1].bias.zero_()
+        x = torch.randn(2, 3, 6, 6)
+        torch.testing.assert_close(block(x), torch.relu(block.skip(x)))
+        assert block(x).abs().sum() > 0

@@ -72,8 +72,10 @@ def test_mambaad_views_repeat_for_symmetric_paths() -> None:
 
     assert len(mambaad("hilbert")) == 6 and len(mambaad("snake")) == 6
     assert len(mambaad("sweep")) == 8
+    mambaad_views = ["map", "transpose", "rot90", "fliplr"]  # MambaAD's order, written out (not read from VIEWS)
+    assert list(VIEWS)[:4] == mambaad_views
     assert torch.equal(
-        scan_orders(8, 8, 8, "sweep")[:4], torch.stack([view_order(8, 8, "sweep", v) for v in list(VIEWS)[:4]])
+        scan_orders(8, 8, 8, "sweep")[:4], torch.stack([view_order(8, 8, "sweep", v) for v in mambaad_views])
     )
 
 
