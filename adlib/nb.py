@@ -62,6 +62,7 @@ class Run:
         timings: Sequence[str] = (),
         caption: str = "",
         display=None,  # noqa: ANN001 - a pandas DataFrame of strings
+        seeds=None,  # noqa: ANN001 - a pandas DataFrame, one row per seed
     ) -> Path:
         """Write `df` as results/tables/<nb>_<name>_<profile>.csv and .md; returns the CSV path.
 
@@ -74,6 +75,10 @@ class Run:
         run, so they are kept out of the metric table: they go, with the table's non-float columns
         (those that say which row is which), to ``<nb>_<name>_timings_<profile>.csv`` and ``.md``, and
         two runs with one seed write byte-identical metric tables.
+
+        `seeds` (one row per seed, with a ``seed`` column) is written beside the table as
+        ``<nb>_<name>_seeds_<profile>.csv`` and ``.md``: the values a mean ± sd table and every paired test
+        (``adlib.tables.paired_test``) are computed from, so that a reader can recompute both.
         """
         timings = [timings] if isinstance(timings, str) else list(timings)
         missing = [c for c in timings if c not in df.columns]
@@ -86,6 +91,14 @@ class Run:
             df = df.drop(columns=timings)
             if display is not None:
                 display = display.drop(columns=[c for c in timings if c in display.columns])
+        if seeds is not None:  # the per-seed values the mean ± sd table and paired tests are computed from
+            if "seed" not in seeds.columns:
+                raise ValueError(
+                    f"save_table({name!r}, seeds=...): needs a 'seed' column (columns: {list(seeds.columns)})"
+                )
+            seed_caption = f"Per-seed values of: {caption}" if caption else ""
+            self._write_table(seeds.drop(columns=[c for c in timings if c in seeds.columns]), f"{name}_seeds",
+                              float_format, seed_caption)  # fmt: skip
         return self._write_table(df, name, float_format, caption, display)
 
     def _write_table(self, df, name: str, float_format: str, caption: str = "", display=None) -> Path:  # noqa: ANN001

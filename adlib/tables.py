@@ -13,6 +13,7 @@ Conventions (README, "Conventions"):
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -76,6 +77,53 @@ def paired_verdict(diff: Sequence[float], higher: str, lower: str, tol: float = 
     if abs(d.mean()) <= 2 * se:
         return "within noise"
     return higher if d.mean() > 0 else lower
+
+
+@dataclass(frozen=True)
+class PairedTest:
+    """A paired t-test of per-seed differences (see :func:`paired_test`)."""
+
+    n: int  # seeds (pairs)
+    mean: float  # mean difference
+    sd: float  # sample sd of the differences (NaN with one seed)
+    t: float  # mean / (sd / sqrt(n))
+    p: float  # two-sided p-value, n - 1 degrees of freedom (NaN where no test is possible)
+    alpha: float  # the level the verdict uses
+    verdict: str  # `higher`, `lower`, "inconclusive", "identical" or "one seed: no test"
+
+    def text(self, digits: int = 1) -> str:
+        """``"+2.4 ± 1.7, p = 0.13: inconclusive"`` (mean ± sd of the differences, the p-value, the verdict)."""
+        p = "" if not np.isfinite(self.p) else f", p = {self.p:.2g}" if self.p >= 0.001 else ", p < 0.001"
+        return f"{cell(self.mean, self.sd, digits, signed=True)}{p}: {self.verdict}"
+
+
+def paired_test(diff: Sequence[float], higher: str, lower: str, alpha: float = 0.05, tol: float = 1e-9) -> PairedTest:
+    """Two-sided paired t-test of ``diff`` (one difference per seed, a - b, same pairing) at level ``alpha``.
+
+    ``higher`` / ``lower`` when the mean difference is above / below 0 with ``p < alpha``, else
+    ``"inconclusive"``; ``"identical"`` when every difference is 0 (within ``tol``); ``"one seed: no test"``
+    with one difference. With 3 seeds the test has 2 degrees of freedom: a difference must exceed 4.30
+    standard errors to reach p < 0.05 (an exact sign-flip permutation test could never go below p = 0.25).
+    """
+    from scipy import stats
+
+    d = np.asarray(diff, dtype=float)
+    if d.size == 0 or not np.isfinite(d).all():
+        raise ValueError(f"diff: expected one finite difference per seed, got {d.tolist()}")
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    n, mean = d.size, float(d.mean())
+    sd = float(d.std(ddof=1)) if n > 1 else float("nan")
+    if np.all(np.abs(d) <= tol):
+        return PairedTest(n, mean, sd, float("nan"), float("nan"), alpha, "identical")
+    if n < 2:
+        return PairedTest(n, mean, sd, float("nan"), float("nan"), alpha, "one seed: no test")
+    if sd == 0:  # equal non-zero differences: no spread, the sign is certain
+        return PairedTest(n, mean, sd, float("inf") * np.sign(mean), 0.0, alpha, higher if mean > 0 else lower)
+    t = mean / (sd / np.sqrt(n))
+    p = float(2 * stats.t.sf(abs(t), df=n - 1))
+    verdict = (higher if mean > 0 else lower) if p < alpha else "inconclusive"
+    return PairedTest(n, mean, sd, float(t), p, alpha, verdict)
 
 
 def display_table(

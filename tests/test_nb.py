@@ -91,3 +91,22 @@ def test_setup_run_writes_tables_and_figures(tmp_path: Path, capsys: pytest.Capt
     plt.close(fig)
     assert png == tmp_path / "figures" / "07_curve_ci.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_per_seed_csv_recomputes_its_table_and_a_paired_test(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from adlib import tables
+
+    run = setup(PROFILE="full", DEVICE="cpu", OUT_DIR=str(tmp_path), FIGURES_DIR=str(tmp_path), notebook="07",
+                verbose=False)  # fmt: skip
+    long = pd.DataFrame({"model": ["a"] * 3 + ["b"] * 3, "seed": [0, 1, 2] * 2,
+                         "I-AUROC": [90.0, 91.5, 89.0, 85.0, 88.0, 86.5], "fit s": [1.0] * 6})  # fmt: skip
+    summary = tables.seed_summary(long, ["model"], ["I-AUROC"])
+    run.save_table(summary, "claims", caption="test", seeds=long, timings=[])
+    back = pd.read_csv(tmp_path / "tables" / "07_claims_seeds_full.csv")
+    pd.testing.assert_frame_equal(tables.seed_summary(back, ["model"], ["I-AUROC"]), summary, check_exact=False)
+    a, b = (back[back.model == m].sort_values("seed")["I-AUROC"].to_numpy() for m in "ab")
+    assert tables.paired_test(a - b, "a", "b").p == pytest.approx(0.0371, abs=1e-4)  # d = 5, 3.5, 2.5: t = 5.05, 2 df
+    with pytest.raises(ValueError, match="needs a 'seed' column"):
+        run.save_table(summary, "claims", seeds=long.drop(columns="seed"))

@@ -85,3 +85,43 @@ def test_paired_verdict_threshold_is_twice_the_standard_error():
 def test_paired_verdict_refuses_bad_input(bad):
     with pytest.raises(ValueError, match="diff"):
         tables.paired_verdict(bad, "A", "B")
+
+
+# ----------------------------------------------------------------------------- the paired t-test (issue 22)
+
+
+def test_paired_test_is_scipys_one_sample_t_test_on_the_differences():
+    from scipy import stats
+
+    d = [2.4, 0.6, 4.2]
+    got = tables.paired_test(d, "A", "B")
+    ref = stats.ttest_1samp(d, 0.0)
+    assert got.p == pytest.approx(ref.pvalue, rel=1e-12) and got.t == pytest.approx(ref.statistic, rel=1e-12)
+    assert (got.n, got.mean, got.sd) == (3, pytest.approx(2.4), pytest.approx(1.8))
+    assert got.verdict == "inconclusive" and got.text() == "+2.4 ± 1.8, p = 0.15: inconclusive"
+
+
+def test_paired_test_with_three_seeds_needs_4_30_standard_errors():
+    # differences 1, 1 + x, 1 - x: t = sqrt(3) / x; the 5 % two-sided cut of t with 2 df is 4.303
+    assert tables.paired_test([1.0, 1.4, 0.6], "A", "B").verdict == "A"  # t = 4.33
+    assert tables.paired_test([1.0, 1.41, 0.59], "A", "B").verdict == "inconclusive"  # t = 4.22
+    assert tables.paired_test([-1.0, -1.4, -0.6], "A", "B").verdict == "B"
+    assert tables.paired_test([1.0, 1.41, 0.59], "A", "B", alpha=0.1).verdict == "A"
+
+
+@pytest.mark.parametrize(
+    ("diff", "verdict"),
+    [([0.0, 1e-12, 0.0], "identical"), ([0.5], "one seed: no test"), ([1.0, 1.0, 1.0], "A"), ([-2.0] * 3, "B")],
+)
+def test_paired_test_edge_cases(diff, verdict):
+    got = tables.paired_test(diff, "A", "B")
+    assert got.verdict == verdict
+    assert np.isnan(got.p) == (verdict in ("identical", "one seed: no test"))
+
+
+@pytest.mark.parametrize("bad", [[], [1.0, float("nan")]])
+def test_paired_test_refuses_bad_input(bad):
+    with pytest.raises(ValueError, match="diff"):
+        tables.paired_test(bad, "A", "B")
+    with pytest.raises(ValueError, match="alpha"):
+        tables.paired_test([1.0, 2.0], "A", "B", alpha=1.5)
