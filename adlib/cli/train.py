@@ -75,7 +75,8 @@ def main_train(args: argparse.Namespace) -> int:
     run = setup(PROFILE=args.profile, DEVICE=device, DATA_ROOT=args.data_root, SEED=args.seed, verbose=rank == 0)
     if args.threads:
         torch.set_num_threads(args.threads)
-    todo = select(args, run.profile)
+    todo = sorted(select(args, run.profile), key=lambda j: j.data != "dvad:efficientnet_lite0")  # stable
+    todo = sorted(todo, key=lambda j: [k.data for k in todo].index(j.data))  # each training set once, in turn
     say = print if rank == 0 else (lambda *a, **k: None)
     say(f"{len(todo)} model(s) in this shard, {size} process(es) each, checkpoints every {args.checkpoint_every} steps")
     cats = [c for part in grids.multiclass_sets(run.profile, run.data_root, run.seed) for c in part]
@@ -102,6 +103,7 @@ def main_train(args: argparse.Namespace) -> int:
             counts[status] += 1
             continue
         if job.data not in sets:
+            sets.clear()  # one training set in memory at a time (those of 3,000 images at 256 px take GBs)
             if rank != 0 and size > 1:
                 dist.barrier()  # rank 0 extracts (and caches) the features first
             sets[job.data] = grids.training_set(job.data, cats, run.device, progress=rank == 0 and not args.quiet)
