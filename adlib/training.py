@@ -464,7 +464,7 @@ class _Loop:
         if patience and len(self.heldout) > patience:
             best_before = min(v for _, v in self.heldout[:-patience])
             recent = min(v for _, v in self.heldout[-patience:])
-            if recent > best_before - self.budget.min_delta * abs(best_before):
+            if recent >= best_before - self.budget.min_delta * abs(best_before):  # no new best: stop
                 self.stopped_early = True
 
     def run(self) -> TrainResult:

@@ -120,6 +120,8 @@ def test_heldout_loss_is_logged_every_k_steps_and_the_stop_rule_fires() -> None:
     # a new best, then 2 evaluations without one: stopped at the 2nd (step 6), patience 2
     stopped = train(_toy([5, 4, 4.5, 4.2, 1, 0]), replace(budget, patience=2))
     assert stopped.stopped_early and stopped.steps == 8 and len(stopped.history["total"]) == 8
+    # a tie is not a new best
+    assert train(_toy([5, 4, 4, 4, 1, 0]), replace(budget, patience=2)).steps == 8
     # min_delta: 3.9 is not 10 % below 4
     assert train(_toy([5, 4, 3.9, 3.8, 1, 0]), replace(budget, patience=2, min_delta=0.1)).steps == 8
 
@@ -324,3 +326,13 @@ def test_two_gloo_processes_train_the_weights_of_one_with_the_same_global_batch(
     else:
         diff = max(float((two["state"][k] - one["state"][k]).abs().max()) for k in one["state"])
         assert 0 < diff < 0.5  # trained, close, not equal: per-rank BatchNorm and noise
+
+
+def test_gradients_are_averaged_over_the_ranks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The other rank's gradients arrive by all_reduce (a sum); the loop divides by the world size."""
+    other = torch.tensor([1.0, 3.0, 5.0, 7.0])  # the other rank's gradients, flattened: [a (2), b (2)]
+    monkeypatch.setattr(training.dist, "all_reduce", lambda flat: flat.add_(other))
+    a, b = nn.Parameter(torch.zeros(2)), nn.Parameter(torch.zeros(2))
+    a.grad = torch.tensor([3.0, 1.0])  # b has no gradient on this rank: it counts as zeros
+    training._average_gradients([a, b], 2)
+    assert a.grad.tolist() == [2.0, 2.0] and b.grad.tolist() == [2.5, 3.5]
