@@ -16,12 +16,12 @@ from dataclasses import astuple, dataclass, field, replace
 
 import numpy as np
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from .methods import adapted_moe
 from .methods.adapted_moe import AdaptedMoE, AdaptedMoEConfig, all_expert_scores, predict, routing_weights
 from .methods.base import TrainBudget
 from .nn.gating import aggregate_topk
+from .runtime import progress_bar
 
 # (moe, tta, norm) of the 8 combinations: the baseline, each component alone, each pair, all three.
 # The first 7 follow the rows of the paper's Table 3 as adlib.paper_numbers.adapted_moe infers them;
@@ -69,7 +69,7 @@ def fit_ablation(
     """
     fit = fit or adapted_moe.fit
     models: dict[tuple, AdaptedMoE] = {}
-    for cfg in tqdm(cfgs, desc="ablation", disable=not budget.progress, leave=False):
+    for cfg in progress_bar(cfgs, desc="ablation", disable=not budget.progress, leave=False):
         key = training_key(cfg)
         if key not in models:
             models[key] = fit(train_feats, cfg, budget, subclasses=subclasses)

@@ -26,12 +26,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from . import runtime
 from .backbones import DEFAULT_BACKBONE, load_backbone
 from .data import ADSplit
-from .runtime import resolve_device, save_atomic
+from .runtime import progress_bar, resolve_device, save_atomic
 
 
 @dataclass(frozen=True)
@@ -119,7 +118,7 @@ class FeatureExtractor:
         """uint8 [N, S, S, 3] -> the backbone's stage maps, float32 [N, C_l, h_l, w_l] on the CPU (finest first)."""
         chunks: list[list[torch.Tensor]] = []
         starts = range(0, len(images), self.batch_size)
-        for i in tqdm(starts, desc=f"features ({self.config.backbone})", disable=not progress, leave=False):
+        for i in progress_bar(starts, desc=f"features ({self.config.backbone})", disable=not progress, leave=False):
             x = to_input(images[i : i + self.batch_size], self.spec.mean, self.spec.std)
             x = x.to(self.device, memory_format=torch.channels_last)  # [B, 3, S, S]
             chunks.append([m.float().cpu().contiguous() for m in self.model(x)])  # list of [B, C_l, h_l, w_l]

@@ -13,6 +13,7 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CACHE_ENV = "ADLIB_CACHE"
 OUTPUTS_LOG_ENV = "ADLIB_OUTPUTS_LOG"  # set by `python -m adlib reproduce`: the file listing what a notebook wrote
+NO_BARS_ENV = "ADLIB_NO_BARS"  # set by `python -m adlib reproduce`: no progress bars inside the notebooks
 
 
 def cache_dir(kind: str = "features") -> Path:
@@ -59,6 +60,19 @@ def save_atomic(obj: object, path: str | Path) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def progress_bar(iterable=None, **kwargs):  # noqa: ANN001, ANN201 - tqdm's own signature
+    """``tqdm.auto.tqdm(iterable, **kwargs)``, switched off where ``$ADLIB_NO_BARS`` is set.
+
+    The notebook runner sets it: it reports progress per cell itself, and a widget bar's state is not saved
+    in an executed copy, whose viewers then show every bar frozen at "0%".
+    """
+    from tqdm.auto import tqdm
+
+    if os.environ.get(NO_BARS_ENV):
+        kwargs["disable"] = True
+    return tqdm(iterable, **kwargs)
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:

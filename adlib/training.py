@@ -48,9 +48,8 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
-from .runtime import save_atomic
+from .runtime import progress_bar, save_atomic
 
 SCHEDULES = ("constant", "cosine", "step", "warmup_cosine")
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
@@ -476,7 +475,9 @@ class _Loop:
         for m in self.t.modules.values():
             m.train()
         every, eval_every = self.budget.checkpoint_every, self.budget.eval_every
-        bar = tqdm(total=self.steps, initial=self.step, desc=self.t.name, disable=not self.budget.progress, leave=False)
+        bar = progress_bar(
+            total=self.steps, initial=self.step, desc=self.t.name, disable=not self.budget.progress, leave=False
+        )
         try:
             with _Signals() as signals:
                 while not self.done and self.step < self.steps:

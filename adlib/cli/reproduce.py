@@ -34,7 +34,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..runtime import OUTPUTS_LOG_ENV, REPO_ROOT
+from ..runtime import NO_BARS_ENV, OUTPUTS_LOG_ENV, REPO_ROOT
 from .progress import CellProgress
 from .runinfo import RUN_INFO, manifest_name, read_run_info, record_entry, remove_stale, run_entry
 
@@ -276,7 +276,7 @@ def _run_notebook(
         return "before the first cell" if progress.cell is None else f"at cell {progress.cell}"
 
     try:
-        with _env(OUTPUTS_LOG_ENV, str(log)), progress.watching():
+        with _env(OUTPUTS_LOG_ENV, str(log)), _env(NO_BARS_ENV, "1"), progress.watching():
             for attempt in range(retries + 1):
                 log.unlink(missing_ok=True)
                 try:

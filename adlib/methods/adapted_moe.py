@@ -62,9 +62,9 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from ..nn.gating import topk_weights
+from ..runtime import progress_bar
 from . import simplenet
 from .base import TrainBudget
 from .routing import RouterConfig, RoutingNetwork, route, train_router
@@ -216,7 +216,7 @@ def fit(
         subclass_ids, labels = [-1], np.zeros(len(feats), dtype=np.int64)
 
     experts, centers, stds = [], [], []
-    for k in tqdm(range(len(subclass_ids)), desc="experts", disable=not budget.progress, leave=False):
+    for k in progress_bar(range(len(subclass_ids)), desc="experts", disable=not budget.progress, leave=False):
         fk = feats[torch.as_tensor(labels == k)]  # [N_k, C, h, w]
         expert_seed = budget.seed + 1 + k if cfg.moe else budget.seed  # the seed convention (docstring)
         expert = simplenet.fit(fk, cfg.expert, budget.with_seed(expert_seed), transform, part=f"expert{k}")

@@ -23,9 +23,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
-from ..runtime import resolve_device
+from ..runtime import progress_bar, resolve_device
 from .base import TrainBudget, flatten_patches
 
 
@@ -118,7 +117,7 @@ def greedy_coreset(
     chosen = [torch.tensor([first], device=feats.device)]
     min_d = _min_sq_dists(z, z_sq, chosen[0])  # [n]
     n_done = 1
-    with tqdm(total=n_select, desc="coreset", disable=not progress, leave=False) as bar:
+    with progress_bar(total=n_select, desc="coreset", disable=not progress, leave=False) as bar:
         bar.update(1)
         while n_done < n_select:
             b = min(step, n_select - n_done)

@@ -56,3 +56,14 @@ def test_reproduce_reports_cells_as_they_run(tmp_path: Path, monkeypatch: pytest
     out = capsys.readouterr().out
     assert "    cell 3 (4 of 4), " in out and "elapsed, this cell" in out  # while the slow cell runs
     assert "    cell 3 (4 of 4) took 0:0" in out
+
+
+def test_progress_bars_are_off_under_the_notebook_runner(monkeypatch) -> None:  # noqa: ANN001
+    """`reproduce` sets $ADLIB_NO_BARS: a widget bar would stay frozen at 0 % in the executed copy."""
+    from adlib.runtime import NO_BARS_ENV, progress_bar
+
+    monkeypatch.delenv(NO_BARS_ENV, raising=False)
+    assert not progress_bar(range(3), disable=False).disable
+    monkeypatch.setenv(NO_BARS_ENV, "1")
+    assert progress_bar(range(3), disable=False).disable
+    assert list(progress_bar(range(3))) == [0, 1, 2]  # still iterates

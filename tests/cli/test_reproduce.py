@@ -64,7 +64,8 @@ def test_reproduce_names_the_failing_notebook_and_cell(tmp_path: Path) -> None:
 
 def test_reproduce_injects_the_parameters(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     folder = tmp_path / "notebooks"
-    write_notebook(folder / "00_ok.ipynb", "print(f'profile={PROFILE} seed={SEED}')", parameters=PARAMETERS)
+    source = "import os\nprint(f'profile={PROFILE} seed={SEED} bars off={os.environ.get(\"ADLIB_NO_BARS\")}')"
+    write_notebook(folder / "00_ok.ipynb", source, parameters=PARAMETERS)
     write_notebook(folder / "01_other.ipynb", 'raise ValueError("must not run")', parameters=PARAMETERS)
     out = tmp_path / "results"
     done = reproduce("ci", only=["0"], seed=7, out_dir=out, kernel="python3", notebook_dir=folder)
@@ -74,7 +75,7 @@ def test_reproduce_injects_the_parameters(tmp_path: Path, monkeypatch: pytest.Mo
     assert len(injected) == 1
     assert 'PROFILE = "ci"' in injected[0].source and f'OUT_DIR = "{out.resolve()}"' in injected[0].source
     printed = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
-    assert "profile=ci seed=7" in printed
+    assert "profile=ci seed=7 bars off=1" in printed  # the kernel's progress bars are off (adlib.runtime)
 
 
 def test_reproduce_accepts_out_dir_outside_the_repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
