@@ -236,6 +236,34 @@ def holdout_split(n: int, fraction: float, seed: int) -> tuple[Tensor, Tensor]:
     return perm[m:].sort().values, perm[:m].sort().values
 
 
+def levelled_off(curve: list[tuple[int, float]], fraction: float = 0.2, tol: float = 0.01) -> bool:
+    """Whether a held-out loss curve ``[(step, loss), ...]`` has levelled off: over the last ``fraction`` of its
+    steps, the loss changed by less than ``tol`` of its value at the start of that stretch (a relative change).
+
+    The convergence rule of the DVAD and AnomalyMoE issues ("under 1 % change over the last fifth"). A curve
+    that rose over the stretch has levelled off too (it is not improving). Needs 2 points in the stretch.
+    """
+    if not 0 < fraction < 1 or tol <= 0:
+        raise ValueError(f"need 0 < fraction < 1 and tol > 0, got fraction={fraction}, tol={tol}")
+    if len(curve) < 2:
+        return False
+    last = curve[-1][0]
+    start = last - fraction * last  # the stretch: steps in [start, last]
+    window = [v for s, v in curve if s >= start]
+    if len(window) < 2:
+        return False
+    first, end = window[0], window[-1]
+    return (first - end) < tol * abs(first)
+
+
+def steps_to_level(curve: list[tuple[int, float]], fraction: float = 0.2, tol: float = 0.01) -> int | None:
+    """The first step at which the curve up to it has :func:`levelled_off` (None: not within the curve)."""
+    for k in range(2, len(curve) + 1):
+        if levelled_off(curve[:k], fraction, tol):
+            return curve[k - 1][0]
+    return None
+
+
 # ----------------------------------------------------------------------------- distributed
 
 

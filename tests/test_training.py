@@ -336,3 +336,21 @@ def test_gradients_are_averaged_over_the_ranks(monkeypatch: pytest.MonkeyPatch) 
     a.grad = torch.tensor([3.0, 1.0])  # b has no gradient on this rank: it counts as zeros
     training._average_gradients([a, b], 2)
     assert a.grad.tolist() == [2.0, 2.0] and b.grad.tolist() == [2.5, 3.5]
+
+
+def test_a_curve_levels_off_when_the_last_fifth_improves_by_under_one_percent() -> None:
+    falling = [(s, 100.0 / s) for s in range(10, 1010, 10)]  # 1/s: over [800, 1000] it falls by 20 %
+    assert not training.levelled_off(falling)
+    flat = [(s, 1.0 + 1.0 / s) for s in range(10, 1010, 10)]  # over [800, 1000]: 1.00125 -> 1.001, 0.02 %
+    assert training.levelled_off(flat)
+    rising = [(10, 1.0), (20, 0.5), (30, 0.6), (40, 0.7), (50, 0.8)]
+    assert training.levelled_off(rising)  # not improving counts as levelled off
+    assert not training.levelled_off(rising[:2])  # one point in its last fifth: nothing to judge yet
+    # the first step where the curve so far has levelled off: the decay 2^(-s/100) + 1 levels at a known step
+    curve = [(s, 1.0 + 2.0 ** (-s / 100)) for s in range(10, 3010, 10)]
+    at = training.steps_to_level(curve)
+    assert at is not None and training.levelled_off([c for c in curve if c[0] <= at])
+    assert not training.levelled_off([c for c in curve if c[0] <= at - 10])
+    assert training.steps_to_level(falling) is None
+    with pytest.raises(ValueError, match="0 < fraction < 1"):
+        training.levelled_off(flat, fraction=1.5)

@@ -187,6 +187,32 @@ class DVAD(nn.Module):
         return [torch.cat([p[k] for p in parts]) for k in range(len(blocks))]
 
 
+class ChannelMeanFloor(nn.Module):
+    """The floor a reconstruction model must beat: every position of map ``l`` "reconstructed" as the training
+    mean of its channels, ``f_hat_l = mean_train(f_l)`` (``[C_l]``, broadcast). Scored like DVAD (``1 - cos``
+    or MSE per scale, scales averaged), so a DVAD no better than this has learned nothing about structure.
+    """
+
+    def __init__(self, means: Sequence[Tensor], score: str = "cosine") -> None:
+        super().__init__()
+        self.means = nn.ParameterList(nn.Parameter(m.clone(), requires_grad=False) for m in means)  # [C_l] each
+        self.kind = score
+
+    @classmethod
+    def fit(cls, train_feats: Sequence[Tensor], score: str = "cosine") -> ChannelMeanFloor:
+        """Channel means of the training maps ``[N, C_l, h_l, w_l]`` (finest first)."""
+        _check_maps(train_feats)
+        return cls([m.float().mean(dim=(0, 2, 3)) for m in train_feats], score)
+
+    def forward(self, maps: Sequence[Tensor]) -> list[Tensor]:
+        return [mu[None, :, None, None].expand_as(f) for mu, f in zip(self.means, maps, strict=True)]
+
+    def score(self, maps: Sequence[Tensor], kind: str | None = None) -> Tensor:
+        """``[N, h_1, w_1]``: the per-scale scores of the constant reconstruction, averaged as DVAD's."""
+        maps = [m.float() for m in maps]
+        return combine_scales(scale_scores(self(maps), maps, kind or self.kind))
+
+
 def _check_maps(maps: Sequence[Tensor]) -> None:
     if not isinstance(maps, list | tuple) or not maps or any(m.ndim != 4 for m in maps):
         raise ValueError(

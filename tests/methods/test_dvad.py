@@ -179,3 +179,20 @@ def test_fit_drops_the_learning_rate_tenfold_at_80_percent(one_thread, monkeypat
     monkeypatch.setattr(torch.optim.AdamW, "step", spy)
     fit(pyramid(), TINY, TrainBudget(steps=10))
     assert lrs == pytest.approx([0.005] * 8 + [0.0005] * 2)
+
+
+def test_the_channel_mean_floor_reconstructs_every_position_as_the_training_mean() -> None:
+    from adlib.methods.dvad import ChannelMeanFloor
+
+    train = pyramid(6)
+    floor = ChannelMeanFloor.fit(train)
+    test = pyramid(2, seed=1)
+    recon = floor(test)
+    for r, t, f in zip(recon, test, train, strict=True):
+        torch.testing.assert_close(r, f.mean(dim=(0, 2, 3))[None, :, None, None].expand_as(t))
+    want = combine_scales([1 - F.cosine_similarity(r, t, dim=1) for r, t in zip(recon, test, strict=True)])
+    torch.testing.assert_close(floor.score(test), want)
+    means = [f.mean(dim=(0, 2, 3))[None, :, None, None].expand(1, -1, s.shape[2], s.shape[3]).clone()
+             for f, s in zip(train, test, strict=True)]  # fmt: skip
+    assert floor.score(means).abs().max() < 1e-5  # a map equal to the means scores 0
+    assert floor.score(test, "mse").shape == (2, 16, 16)
