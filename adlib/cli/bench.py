@@ -154,6 +154,7 @@ def bench_dvad(prof: Profile, dev: torch.device, cat: ADCategory, repeat: int) -
         "backbone_gflops_per_image": fc_bb.get_total_flops() / 1e9,
         "backbone_images_per_s": len(images) / t_bb,
         "inference_images_per_s": len(images) / infer_s,
+        "train_images_per_s": budget.steps * DVADConfig().batch / ev.timings["fit_s"],  # optimizer steps x batch
         "I-AUROC": ev.metrics["I-AUROC"],
         "P-AUROC": ev.metrics["P-AUROC"],
         "AUPRO": ev.metrics["AUPRO"],
@@ -295,7 +296,7 @@ def bench(
                 f"{d['gflops_per_image']:.2f} GFLOP/image (+ {d['scan_elementwise_gflops_per_image']:.2f} in the "
                 f"scans; backbone {d['backbone_gflops_per_image']:.2f}), backbone stages 1-3 alone "
                 f"{d['backbone_images_per_s']:.1f} images/s, full inference {d['inference_images_per_s']:.1f} "
-                f"images/s, I-AUROC {d['I-AUROC']:.3f}"
+                f"images/s, training {d['train_images_per_s']:.1f} images/s, I-AUROC {d['I-AUROC']:.3f}"
             )
             continue
         ev = run_method(name, cat, train_feats, test_feats, prof.budget(dev, seed=0), configs.get(name))
