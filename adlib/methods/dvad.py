@@ -45,6 +45,8 @@ from ..training import Optim, Schedule, Training, holdout_split, train
 from .base import TrainBudget
 
 SCORES = ("cosine", "mse")
+LOSSES = ("mse", "cosine")
+FUSIONS = ("concat", "sum")
 # Optimizer steps of one DVAD training in notebooks 06-07 and `python -m adlib bench`, per profile: ci is a smoke
 # test; full keeps each of notebook 07's 39 trainings near a minute on a 2-core CPU (batch 8, 256 px: ~0.35-0.6 s/step).
 PROFILE_STEPS = {"ci": 10, "full": 100}
@@ -72,6 +74,13 @@ class DVADConfig:
     weight_decay: float = 1e-4  # release: AdamW weight decay 1e-4
     lr_drop_at: float = 0.8  # release: lr x 0.1 at 80 % of training
     score_batch: int = 32  # images per forward pass when scoring (memory only)
+    # Options of issue 22, to be chosen by the validation rule; the defaults are the model of December 2026.
+    loss: str = "mse"  # "mse": sum over scales of the MSE (paper; the release's 5 x is the same under Adam);
+    #                    "cosine": sum over scales of the mean 1 - cos (what the score measures)
+    clip: float | None = None  # max gradient norm; release: 5 (clip_grad_norm_); None: no clipping
+    fusion: str = "concat"  # "concat": the maps side by side, 1x1 conv; "sum": MambaAD's MFF_OCE (the pyramid summed)
+    fusion_blocks: int = 1  # residual blocks of the fusion's bottleneck (MambaAD: 3); the first halves the size
+    direct: bool = False  # compare a stage with its encoder map directly where their widths are equal (release)
 
     def gld(self) -> GLDConfig:
         """The GLD block settings this config implies."""
@@ -95,6 +104,14 @@ def check_config(cfg: DVADConfig) -> None:
         raise ValueError(f"DVADConfig.dims and depths need one entry per stage (>= 2), got {cfg.dims}, {cfg.depths}")
     if cfg.batch < 2:
         raise ValueError(f"DVADConfig.batch must be >= 2 (BatchNorm in the fusion), got {cfg.batch}")
+    if cfg.loss not in LOSSES:
+        raise ValueError(f"DVADConfig.loss must be one of {LOSSES}, got {cfg.loss!r}")
+    if cfg.fusion not in FUSIONS:
+        raise ValueError(f"DVADConfig.fusion must be one of {FUSIONS}, got {cfg.fusion!r}")
+    if cfg.fusion_blocks < 1:
+        raise ValueError(f"DVADConfig.fusion_blocks must be >= 1, got {cfg.fusion_blocks}")
+    if cfg.clip is not None and cfg.clip <= 0:
+        raise ValueError(f"DVADConfig.clip must be > 0 or None, got {cfg.clip}")
 
 
 def scale_scores(recon: Sequence[Tensor], maps: Sequence[Tensor], kind: str = "cosine") -> list[Tensor]:
@@ -113,9 +130,14 @@ def combine_scales(per_scale: Sequence[Tensor]) -> Tensor:
     return torch.stack(up).mean(dim=0)  # [N, h_1, w_1]
 
 
-def reconstruction_loss(recon: Sequence[Tensor], maps: Sequence[Tensor]) -> Tensor:
-    """The paper's loss: the sum over scales of the mean squared error (a scalar)."""
-    return sum(F.mse_loss(r, f) for r, f in zip(recon, maps, strict=True))  # type: ignore[return-value]
+def reconstruction_loss(recon: Sequence[Tensor], maps: Sequence[Tensor], kind: str = "mse") -> Tensor:
+    """The training loss, a scalar: the sum over scales of the mean squared error (the paper's), or of the mean
+    ``1 - cos`` over positions (``kind="cosine"``, what the anomaly score measures)."""
+    if kind == "mse":
+        return sum(F.mse_loss(r, f) for r, f in zip(recon, maps, strict=True))  # type: ignore[return-value]
+    if kind == "cosine":
+        return sum((1 - F.cosine_similarity(r, f, dim=1)).mean() for r, f in zip(recon, maps, strict=True))  # type: ignore[return-value]
+    raise ValueError(f"loss must be one of {LOSSES}, got {kind!r}")
 
 
 class DVAD(nn.Module):
@@ -130,10 +152,15 @@ class DVAD(nn.Module):
             )
         self.cfg, self.channels = cfg, tuple(channels)
         embed = channels[-1] if cfg.class_embedding else None
-        self.fusion = MultiScaleFusion(channels, cfg.dims[0])  # [B, dims[0], h_L / 2, w_L / 2]
+        self.fusion = MultiScaleFusion(
+            channels, cfg.dims[0], cfg.fusion, cfg.fusion_blocks
+        )  # [B, dims[0], h_L/2, w_L/2]
         self.decoder = GLDDecoder(cfg.dims, cfg.depths, cfg.gld(), embed)
         # stage i + 1 (stride 16, 8, 4 for 3 maps) predicts map L - 1 - i: heads finest first
-        self.heads = nn.ModuleList(nn.Conv2d(cfg.dims[-1 - i], c, 1) for i, c in enumerate(channels))
+        self.heads = nn.ModuleList(
+            nn.Identity() if cfg.direct and cfg.dims[-1 - i] == c else nn.Conv2d(cfg.dims[-1 - i], c, 1)
+            for i, c in enumerate(channels)
+        )
         self.loss_history: Tensor | None = None  # [steps] training loss, set by fit
         self.heldout_history: list[tuple[int, float]] = []  # (step, held-out loss), set by fit
 
@@ -246,12 +273,12 @@ def fit(train_feats: Sequence[Tensor], cfg: DVADConfig | None = None, budget: Tr
 
     def batch_loss(idx: Tensor, step: int) -> dict[str, Tensor]:
         x = [m[idx].to(device, torch.float32) for m in maps]  # [batch, C_l, h_l, w_l]
-        return {"total": reconstruction_loss(model(x), x)}
+        return {"total": reconstruction_loss(model(x), x, cfg.loss)}
 
     def heldout() -> float:  # the mean over held-out images of the training loss, in chunks
         total = 0.0
         for x, r in model._batches([m[held_idx] for m in train_feats]):
-            total += float(reconstruction_loss(r, x)) * len(x[0])
+            total += float(reconstruction_loss(r, x, cfg.loss)) * len(x[0])
         return total / len(held_idx)
 
     drop = Schedule("step", drop_at=cfg.lr_drop_at, gamma=0.1)  # the release: lr x 0.1 at 80 % of training
@@ -259,7 +286,7 @@ def fit(train_feats: Sequence[Tensor], cfg: DVADConfig | None = None, budget: Tr
         Training(
             "DVAD",
             {"model": model},
-            [Optim(model.parameters(), "adamw", cfg.lr, cfg.weight_decay, drop)],
+            [Optim(model.parameters(), "adamw", cfg.lr, cfg.weight_decay, drop, clip=cfg.clip)],
             len(maps[0]),
             cfg.batch,
             batch_loss,

@@ -60,10 +60,27 @@ class ResidualDown(nn.Module):
         return F.relu(self.conv2(self.conv1(x)) + self.skip(x))  # [B, c_out, H/2, W/2]
 
 
-class MultiScaleFusion(nn.Module):
-    """Encoder maps (finest first, each half the size of the one before) -> one map ``[B, dim, H_L/2, W_L/2]``."""
+class Residual(nn.Module):
+    """A ResNet basic block at stride 1: ``relu(conv-bn-relu-conv-bn(x) + x)``, ``[B, C, H, W]`` in and out."""
 
-    def __init__(self, in_channels: Sequence[int], dim: int) -> None:
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.conv1 = conv_bn_relu(c, c)
+        self.conv2 = nn.Sequential(nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.relu(self.conv2(self.conv1(x)) + x)
+
+
+class MultiScaleFusion(nn.Module):
+    """Encoder maps (finest first, each half the size of the one before) -> one map ``[B, dim, H_L/2, W_L/2]``.
+
+    Each map is brought to the deepest map's size and width by stride-2 conv-bn-relu layers; ``mode="concat"``
+    puts them side by side and a 1x1 conv-bn-relu makes ``dim`` channels of the ``L * C_L``; ``"sum"`` adds them
+    (MambaAD's MFF_OCE) before the 1x1. Then ``blocks`` residual blocks, the first with stride 2 (MambaAD: 3).
+    """
+
+    def __init__(self, in_channels: Sequence[int], dim: int, mode: str = "concat", blocks: int = 1) -> None:
         super().__init__()
         if len(in_channels) < 1:
             raise ValueError("in_channels: MultiScaleFusion needs at least one encoder map")
@@ -73,14 +90,19 @@ class MultiScaleFusion(nn.Module):
             nn.Sequential(*[conv_bn_relu(c if k == 0 else deep, deep, stride=2) for k in range(L - 1 - i)])
             for i, c in enumerate(in_channels)
         )
-        self.merge = conv_bn_relu(L * deep, dim, kernel=1)  # concatenation -> dim
-        self.bottleneck = ResidualDown(dim, dim)  # MambaAD's 8x8 bottleneck at 256 px
+        if mode not in ("concat", "sum"):
+            raise ValueError(f"mode must be 'concat' or 'sum', got {mode!r}")
+        self.mode = mode
+        self.merge = conv_bn_relu(L * deep if mode == "concat" else deep, dim, kernel=1)  # -> dim
+        down = ResidualDown(dim, dim)  # MambaAD's 8x8 bottleneck at 256 px
+        self.bottleneck = down if blocks == 1 else nn.Sequential(down, *[Residual(dim) for _ in range(blocks - 1)])
 
     def forward(self, maps: Sequence[Tensor]) -> Tensor:
         size = maps[-1].shape[-2:]
         same = [down(m) for down, m in zip(self.down, maps, strict=True)]  # each [B, C_L, H_L, W_L]
         same = [m if m.shape[-2:] == size else F.interpolate(m, size=size, mode="bilinear") for m in same]
-        return self.bottleneck(self.merge(torch.cat(same, dim=1)))  # [B, dim, H_L/2, W_L/2]
+        mixed = torch.cat(same, dim=1) if self.mode == "concat" else torch.stack(same).sum(0)  # [B, L*C_L or C_L, ..]
+        return self.bottleneck(self.merge(mixed))  # [B, dim, H_L/2, W_L/2]
 
 
 class PatchExpand(nn.Module):

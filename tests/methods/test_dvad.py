@@ -196,3 +196,71 @@ def test_the_channel_mean_floor_reconstructs_every_position_as_the_training_mean
              for f, s in zip(train, test, strict=True)]  # fmt: skip
     assert floor.score(means).abs().max() < 1e-5  # a map equal to the means scores 0
     assert floor.score(test, "mse").shape == (2, 16, 16)
+
+
+# ----------------------------------------------------------------------------- options for the rule (issue 22)
+
+
+def test_the_cosine_loss_is_the_sum_over_scales_of_the_mean_one_minus_cos() -> None:
+    recon, maps = pyramid(3, seed=1), pyramid(3, seed=2)
+    want = sum((1 - F.cosine_similarity(r, f, dim=1)).mean() for r, f in zip(recon, maps, strict=True))
+    torch.testing.assert_close(reconstruction_loss(recon, maps, "cosine"), want)
+    mse = sum(F.mse_loss(r, f) for r, f in zip(recon, maps, strict=True))
+    torch.testing.assert_close(reconstruction_loss(recon, maps), mse)
+    with pytest.raises(ValueError, match="loss must be one of"):
+        reconstruction_loss(recon, maps, "l1")
+
+
+def test_fit_uses_the_configured_loss_and_clipping(one_thread, monkeypatch: pytest.MonkeyPatch) -> None:
+    from torch import nn
+
+    from adlib.methods import dvad
+
+    norms, kinds = [], []
+    clip, loss = nn.utils.clip_grad_norm_, dvad.reconstruction_loss
+    monkeypatch.setattr(nn.utils, "clip_grad_norm_", lambda p, m: norms.append(m) or clip(p, m))
+    monkeypatch.setattr(dvad, "reconstruction_loss", lambda r, x, kind="mse": kinds.append(kind) or loss(r, x, kind))
+    fit(pyramid(), dataclasses.replace(TINY, loss="cosine", clip=5.0), TrainBudget(steps=2))
+    assert norms == [5.0, 5.0] and kinds == ["cosine", "cosine"]
+    norms.clear(), kinds.clear()
+    fit(pyramid(), TINY, TrainBudget(steps=2))
+    assert norms == [] and kinds == ["mse", "mse"]  # the defaults: no clipping, the MSE
+
+
+def test_the_sum_fusion_adds_the_pyramid_before_the_1x1(monkeypatch: pytest.MonkeyPatch) -> None:
+    from adlib.nn.decoder import MultiScaleFusion, Residual
+
+    torch.manual_seed(0)
+    fusion = MultiScaleFusion([4, 6, 8], 10, mode="sum", blocks=3).eval()
+    assert fusion.merge[0].in_channels == 8 and isinstance(fusion.bottleneck[1], Residual)
+    seen = []
+    fusion.merge.register_forward_pre_hook(lambda mod, args: seen.append(args[0]))
+    maps = pyramid(2)
+    with torch.no_grad():
+        out = fusion(maps)
+        summed = sum(down(m) for down, m in zip(fusion.down, maps, strict=True))
+    torch.testing.assert_close(seen[0], summed)
+    assert out.shape == (2, 10, 2, 2)
+    assert MultiScaleFusion([4, 6, 8], 10).merge[0].in_channels == 24  # concat: L x C_L
+
+
+def test_direct_comparison_where_widths_are_equal(one_thread) -> None:
+    from torch import nn
+
+    cfg = dataclasses.replace(TINY, dims=(16, 8, 6, 4), depths=(1, 1, 1, 1), direct=True)
+    model = DVAD([4, 6, 8], cfg)
+    assert all(isinstance(h, nn.Identity) for h in model.heads)  # widths 4, 6, 8 reached by the stages
+    maps = pyramid(2)
+    outs = model.decoder(model.fusion(maps), model.class_embed(maps))
+    for r, o in zip(model(maps), reversed(outs[1:]), strict=True):
+        torch.testing.assert_close(r, o)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [({"loss": "l1"}, "DVADConfig.loss"), ({"fusion": "max"}, "DVADConfig.fusion"),
+     ({"fusion_blocks": 0}, "DVADConfig.fusion_blocks"), ({"clip": 0.0}, "DVADConfig.clip")],
+)  # fmt: skip
+def test_new_options_are_checked(change: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        DVAD([4, 6, 8], dataclasses.replace(TINY, **change))
