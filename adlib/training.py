@@ -440,7 +440,7 @@ class _Loop:
 
     def run_step(self) -> None:
         t, step = self.t, self.step
-        terms = t.loss(self.local(self.t_sample()), step)
+        terms = t.loss(self.local(self.sampler()), step)
         for term, members in self.groups.items():
             value = terms.get(term)
             if callable(value):
@@ -472,9 +472,6 @@ class _Loop:
                     v /= self.size
                 self.history[k][step] = v
         check_loss(self.history[t.terms[0]], step, t.name, t.hint)
-
-    def t_sample(self) -> Tensor:
-        return self.sampler()  # [batch]
 
     def evaluate(self) -> None:
         if self.t.heldout is None:
