@@ -98,6 +98,9 @@ class AnomalyMoEConfig:
     capacity_factor: float = 4.0  # authors: --capacity_factor (capacity = 4 B / N images)
     z_loss: str = "logits"  # authors: mean(logits^2); "logsumexp": ST-MoE (adlib.nn.gating.esb_loss)
     eir_weight: float = 1e-4  # authors: --lambda_eir; 0 = off
+    # What the CLUB estimators learn from: False (ours so far) the step's outputs before the experts' update,
+    # detached; True (the authors) a fresh forward of the same two experts after the update, without gradients.
+    eir_fresh: bool = False
     loss_scales: tuple[float, float, float] = (1.0, 0.1, 0.1)  # authors: patch, component, global loss scales
     patch_hidden: int = 128  # ours: a bottleneck narrower than C = 152 (authors: 4 x 768 wide, for CPU cost here)
     patch_dropout: float = 0.2  # authors: bMlp(768, 3072, 768, drop=0.2)
@@ -338,14 +341,23 @@ def set_norm_stats(model: AnomalyMoE, train_feats: Tensor, seed: int = 0) -> Non
 # ----------------------------------------------------------------------------- training
 
 
-def eir_pairs(model: AnomalyMoE, x: Tensor, g: torch.Generator) -> list[tuple[str, Tensor, Tensor]]:
-    """Layer-normalised pooled outputs ``[B, C]`` of two random experts of the patch and of the global level."""
+def eir_experts(model: AnomalyMoE, g: torch.Generator) -> list[tuple[str, int, int]]:
+    """Two random experts ``(level, i, j)`` of the patch and of the global level (drawn from ``g``)."""
     out = []
-    for lvl, run in (("patch", patch_pass), ("global", global_pass)):
+    for lvl in ("patch", "global"):
         if lvl in model.cfg.levels and model.cfg.experts_per_level >= 2:
             i, j = torch.randperm(model.cfg.experts_per_level, generator=g)[:2].tolist()
-            a, b = run(model, i, x)[2], run(model, j, x)[2]  # [B, C], [B, C]
-            out.append((lvl, F.layer_norm(a, a.shape[1:]), F.layer_norm(b, b.shape[1:])))
+            out.append((lvl, i, j))
+    return out
+
+
+def eir_outputs(model: AnomalyMoE, x: Tensor, experts: list[tuple[str, int, int]]) -> list[tuple[str, Tensor, Tensor]]:
+    """Layer-normalised pooled outputs ``[B, C]`` of each pair of :func:`eir_experts` on ``x``."""
+    out = []
+    for lvl, i, j in experts:
+        run = patch_pass if lvl == "patch" else global_pass
+        a, b = run(model, i, x)[2], run(model, j, x)[2]  # [B, C], [B, C]
+        out.append((lvl, F.layer_norm(a, a.shape[1:]), F.layer_norm(b, b.shape[1:])))
     return out
 
 
@@ -440,7 +452,8 @@ def _fit(feats: Tensor, cfg: AnomalyMoEConfig, budget: TrainBudget, dev: torch.d
                 routing = routing + (w_sel * loss.detach() / running[lvl].clamp_min(1e-12)).sum() / div
         recon = sum(scales[lvl] * terms[lvl] for lvl in LEVELS)
         esb = esb_loss(logits, cfg.top_k, cfg.capacity_factor, cfg.z_loss)
-        pairs = eir_pairs(model, x, g) if cfg.eir_weight > 0 else []
+        chosen = eir_experts(model, g) if cfg.eir_weight > 0 else []
+        pairs = eir_outputs(model, x, chosen)
         eir = sum((club_upper_bound(estimators[lvl], a, p) for lvl, a, p in pairs), x.new_zeros(())) / max(
             1, len(pairs)
         )
@@ -448,9 +461,12 @@ def _fit(feats: Tensor, cfg: AnomalyMoEConfig, budget: TrainBudget, dev: torch.d
         def estimator() -> Tensor | None:  # after the experts' step: q(y | x) on the detached outputs
             if not pairs:
                 return None
-            return -sum(club_log_likelihood(estimators[lvl], a.detach(), p.detach()) for lvl, a, p in pairs) / len(
-                pairs
-            )
+            if cfg.eir_fresh:  # the authors: the same two experts again, after their update, without gradients
+                with torch.no_grad():
+                    seen = eir_outputs(model, x, chosen)
+            else:
+                seen = pairs
+            return -sum(club_log_likelihood(estimators[lvl], a.detach(), p.detach()) for lvl, a, p in seen) / len(seen)
 
         total = recon + routing + cfg.esb_weight * esb + cfg.eir_weight * eir
         return {

@@ -234,3 +234,22 @@ def test_authors_code_preset_differs_in_the_documented_switches_only() -> None:
 def test_registered() -> None:
     spec = METHODS["anomaly_moe"]
     assert spec.config is AnomalyMoEConfig and spec.fit is fit and not spec.needs_subclasses
+
+
+def test_eir_fresh_feeds_the_estimators_the_experts_after_their_update(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 23: the authors train the CLUB estimators on a fresh forward after the experts' step."""
+    from adlib.nn import losses
+
+    seen: dict[str, list[torch.Tensor]] = {"bound": [], "estimator": []}
+    bound, likelihood = amoe.club_upper_bound, amoe.club_log_likelihood
+    monkeypatch.setattr(amoe, "club_upper_bound", lambda e, a, b: seen["bound"].append(a.detach()) or bound(e, a, b))
+    monkeypatch.setattr(
+        amoe, "club_log_likelihood", lambda e, a, b: seen["estimator"].append(a.detach()) or likelihood(e, a, b)
+    )
+    assert losses.club_upper_bound is bound  # the spies sit where fit looks them up
+    cfg = replace(TINY, patch_dropout=0.0, global_dropout=0.0, eir_weight=1.0)
+    for fresh in (False, True):
+        seen["bound"].clear(), seen["estimator"].clear()
+        fit(toy_scenes(8), replace(cfg, eir_fresh=fresh), TrainBudget(steps=1))
+        same = all(torch.equal(a, b) for a, b in zip(seen["bound"], seen["estimator"], strict=True))
+        assert len(seen["estimator"]) == 2 and same == (not fresh)  # patch and global pairs
