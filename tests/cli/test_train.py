@@ -93,3 +93,33 @@ def test_two_processes_under_torchrun_train_one_model(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     assert "2 process(es) each" in done.stdout and done.stdout.count("trained in") == 1  # rank 0 speaks
     assert len(list((tmp_path / "features_models").glob("*.pt"))) == 1
+
+
+def test_notebook_08_declares_what_its_grid_declares() -> None:
+    """Notebook 08 still writes its models out itself (it moves to adlib.grids when it is re-run for issue 23):
+    its lines must give the grid's configurations, seeds and steps, or `train --notebook 08` trains other models."""
+    import json
+    from dataclasses import replace
+
+    from adlib.methods.anomaly_moe import LEVELS, AnomalyMoEConfig
+
+    cells = json.loads((REPO_ROOT / "notebooks" / "08_hierarchical_experts.ipynb").read_text())["cells"]
+    source = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+    wanted = ("VARIANTS = ", "SINGLE = ", "SINGLE_SEEDS = ", "STEPS = ")
+    lines, buf = [], []
+    for line in source.splitlines():  # each declaration, with its continuation lines
+        if buf and (line.startswith(" ") or line.startswith(")")):
+            buf.append(line)
+            continue
+        if buf:
+            lines.append("\n".join(buf))
+            buf = []
+        if line.startswith(wanted):
+            buf = [line]
+    assert len(lines) == 4, lines
+    for profile in (get_profile("ci"), get_profile("full")):
+        ns = {"DEFAULT": AnomalyMoEConfig(), "replace": replace, "LEVELS": LEVELS, "SEEDS": [0, 1, 2], "P": profile}
+        exec("\n".join(line.split("#")[0] for line in lines), ns)  # noqa: S102 - the notebook's own lines
+        assert ns["VARIANTS"] == grids.amoe_variants() and ns["SINGLE"] == grids.amoe_single()
+        assert ns["SINGLE_SEEDS"] == grids.amoe_single_seeds(profile, [0, 1, 2])
+        assert ns["STEPS"] == grids.amoe_steps(profile)
