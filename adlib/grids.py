@@ -3,10 +3,11 @@ fills the model cache from it, in shards.
 
 Notebooks 06-08 train dozens of models (07: the default DVAD, one per backbone, Tables 4-5's switches, each over
 the profile's seeds; 08: AnomalyMoE with and without EIR / ESB, each level alone, and notebook 07's default DVAD).
-Their training sets, configurations and step counts live here, and notebooks 06 and 07 take them from here, so
-that a model trained by ``python -m adlib train --notebook 07 --shard 0/2`` is the model the notebook then loads
-(the same model cache key, ``adlib.evaluate.model_key``). Notebook 08 still writes its declarations out itself
-until it is re-run; ``tests/cli/test_train.py`` checks that they equal these. Notebooks 00-05 train their models inside the notebook
+Their training sets, configurations and step counts live here, so that a model trained by ``python -m adlib train
+--notebook 07 --shard 0/2`` is the model the notebook then loads (the same model cache key,
+``adlib.evaluate.model_key``). Notebook 06 takes them from here; 07 and 08 still write theirs out until they are
+re-run (their committed executed copies must match their sources), and ``tests/cli/test_train.py`` checks that
+those lines equal these. Notebooks 00-05 train their models inside the notebook
 (SimpleNets, Adapted-MoE experts and routers: minutes on a CPU) and declare no grid.
 """
 

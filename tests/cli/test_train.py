@@ -123,3 +123,26 @@ def test_notebook_08_declares_what_its_grid_declares() -> None:
         assert ns["VARIANTS"] == grids.amoe_variants() and ns["SINGLE"] == grids.amoe_single()
         assert ns["SINGLE_SEEDS"] == grids.amoe_single_seeds(profile, [0, 1, 2])
         assert ns["STEPS"] == grids.amoe_steps(profile)
+
+
+def test_notebook_07_declares_what_its_grid_declares() -> None:
+    """Notebook 07 still writes out its ablation grid, backbones and steps (it moves to adlib.grids when it is
+    re-run for the DVAD issue): they must equal the grid's, or `train --notebook 07` trains other models."""
+    import json
+    from dataclasses import replace
+
+    from adlib.methods.dvad import PROFILE_STEPS, DVADConfig
+    from adlib.paper_numbers import dvad as dvad_paper
+
+    cells = json.loads((REPO_ROOT / "notebooks" / "07_dvad.ipynb").read_text())["cells"]
+    source = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+    ablations = source[source.index("SUBSETS = ") : source.index("EXAMPLES = ")]
+    label = source[source.index("LABEL = {") : source.index("}", source.index("LABEL = {")) + 1]
+    steps = next(line for line in source.splitlines() if line.startswith("STEPS = "))
+    for profile in (get_profile("ci"), get_profile("full")):
+        ns = {"DEFAULT": DVADConfig(), "replace": replace, "dvad_paper": dvad_paper, "PROFILE_STEPS": PROFILE_STEPS,
+              "P": profile}  # fmt: skip
+        exec(ablations + "\n" + label + "\n" + steps.split("#")[0], ns)  # noqa: S102 - the notebook's own lines
+        assert ns["ABLATIONS"] == grids.dvad_ablations() and ns["LABEL"] == grids.DVAD_BACKBONES
+        assert ns["STEPS"] == grids.dvad_steps(profile)
+    assert "DVADConfig()" in source and grids.DVAD_DEFAULT == DVADConfig()
