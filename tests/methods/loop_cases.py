@@ -18,6 +18,9 @@ import torch
 from adlib.methods import adapted_moe, anomaly_moe, dvad, routing, simplenet
 from adlib.methods.base import TrainBudget
 
+from .test_anomaly_moe import TINY as AMOE_TINY  # the tiny AnomalyMoE of its tests
+from .test_anomaly_moe import toy_scenes
+
 REFERENCE = Path(__file__).with_name("loop_reference.pt")
 
 
@@ -30,30 +33,6 @@ def _pyramid(n: int = 12, seed: int = 0) -> list[torch.Tensor]:
     return [torch.randn(n, c, s, s, generator=g) for c, s in ((4, 16), (6, 8), (8, 4))]
 
 
-def _toy_scenes(n: int, seed: int = 0) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    x = torch.zeros(n, 4, 12, 12)
-    x[:, 0] = 1.0
-    for p, (r, c) in enumerate(((2, 2), (2, 8), (8, 5))):
-        x[:, 0, r : r + 2, c : c + 2] = 0.0
-        x[:, p + 1, r : r + 2, c : c + 2] = 1.0
-    return x + 0.02 * torch.randn(x.shape, generator=g)
-
-
-AMOE_TINY = anomaly_moe.AnomalyMoEConfig(
-    experts_per_level=2,
-    top_k=2,
-    router_hidden=8,
-    patch_hidden=3,
-    component_hidden=(8,),
-    component_bottleneck=4,
-    global_hidden=16,
-    global_latent=4,
-    component_clusters=4,
-    component_min_area=0.02,
-    batch_size=6,
-    lr=5e-3,
-)
 DVAD_TINY = dvad.DVADConfig(dims=(16, 8, 8, 8), directions=2, batch=4, score_batch=5)
 SUB = np.array([0, 1, 2] * 4)
 
@@ -90,9 +69,9 @@ CASES: dict[str, Callable[[dict], torch.nn.Module]] = {
         subclasses=SUB,
     ),
     "dvad": lambda o: dvad.fit(_pyramid(), DVAD_TINY, _b(o, steps=12, seed=1)),
-    "anomaly_moe": lambda o: anomaly_moe.fit(_toy_scenes(12), AMOE_TINY, _b(o, steps=12, seed=0)),
+    "anomaly_moe": lambda o: anomaly_moe.fit(toy_scenes(12), AMOE_TINY, _b(o, steps=12, seed=0)),
     "anomaly_moe authors": lambda o: anomaly_moe.fit(
-        _toy_scenes(12), replace(AMOE_TINY, router_signal="loss", global_map="mse"), _b(o, steps=8, seed=1)
+        toy_scenes(12), replace(AMOE_TINY, router_signal="loss", global_map="mse"), _b(o, steps=8, seed=1)
     ),
 }
 
