@@ -101,6 +101,7 @@ class AnomalyMoEConfig:
     # What the CLUB estimators learn from: False (ours so far) the step's outputs before the experts' update,
     # detached; True (the authors) a fresh forward of the same two experts after the update, without gradients.
     eir_fresh: bool = False
+    clip: float | None = None  # max gradient norm of experts + router; authors: 0.1; None (ours so far): no clipping
     loss_scales: tuple[float, float, float] = (1.0, 0.1, 0.1)  # authors: patch, component, global loss scales
     patch_hidden: int = 128  # ours: a bottleneck narrower than C = 152 (authors: 4 x 768 wide, for CPU cost here)
     patch_dropout: float = 0.2  # authors: bMlp(768, 3072, 768, drop=0.2)
@@ -221,6 +222,8 @@ def check_config(cfg: AnomalyMoEConfig) -> None:
         raise ValueError(f"router_signal must be 'loss' or 'relative', got {cfg.router_signal!r}")
     if cfg.z_loss not in Z_LOSSES:
         raise ValueError(f"z_loss must be one of {sorted(Z_LOSSES)}, got {cfg.z_loss!r}")
+    if cfg.clip is not None and cfg.clip <= 0:
+        raise ValueError(f"clip must be > 0 or None, got {cfg.clip}")
     if cfg.global_map not in GLOBAL_MAPS:
         raise ValueError(f"global_map must be one of {GLOBAL_MAPS}, got {cfg.global_map!r}")
 
@@ -408,6 +411,7 @@ def _fit(feats: Tensor, cfg: AnomalyMoEConfig, budget: TrainBudget, dev: torch.d
             cfg.lr,
             cfg.weight_decay,
             Schedule("warmup_cosine", cfg.final_lr_factor, warmup=warmup),
+            clip=cfg.clip,
         )
     ]
     if len(estimators):  # the CLUB estimators learn q(y | x) by their own optimiser, on their own term

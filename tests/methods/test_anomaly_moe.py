@@ -253,3 +253,19 @@ def test_eir_fresh_feeds_the_estimators_the_experts_after_their_update(monkeypat
         fit(toy_scenes(8), replace(cfg, eir_fresh=fresh), TrainBudget(steps=1))
         same = all(torch.equal(a, b) for a, b in zip(seen["bound"], seen["estimator"], strict=True))
         assert len(seen["estimator"]) == 2 and same == (not fresh)  # patch and global pairs
+
+
+def test_clip_bounds_the_experts_and_routers_gradient_norm(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The authors clip the gradient norm of experts and router at 0.1 (issue 23); off by default."""
+    from torch import nn
+
+    seen = []
+    clip = nn.utils.clip_grad_norm_
+    monkeypatch.setattr(nn.utils, "clip_grad_norm_", lambda p, m: seen.append(m) or clip(p, m))
+    fit(toy_scenes(8), replace(TINY, clip=0.1, eir_weight=0.0), TrainBudget(steps=2))
+    assert seen == [0.1, 0.1]
+    seen.clear()
+    fit(toy_scenes(8), replace(TINY, eir_weight=0.0), TrainBudget(steps=2))
+    assert seen == []
+    with pytest.raises(ValueError, match="clip must be > 0"):
+        fit(toy_scenes(8), replace(TINY, clip=0.0), TrainBudget(steps=1))
