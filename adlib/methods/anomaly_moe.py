@@ -105,6 +105,7 @@ class AnomalyMoEConfig:
     loss_scales: tuple[float, float, float] = (1.0, 0.1, 0.1)  # authors: patch, component, global loss scales
     patch_hidden: int = 128  # ours: a bottleneck narrower than C = 152 (authors: 4 x 768 wide, for CPU cost here)
     patch_dropout: float = 0.2  # authors: bMlp(768, 3072, 768, drop=0.2)
+    patch_dropout_input: bool = False  # authors: dropout on the MLP's input only; False (ours so far): after each layer
     patch_mix: bool = True  # ours: a depthwise 3x3 mix in place of the authors' 8 linear-attention ViT blocks
     hard_mining_p: float = 0.9  # authors: --p_hm (the easiest 90 % of positions ...)
     hard_mining_factor: float = 0.1  # authors: --factor_hm (... pass 0.1 x their gradient)
@@ -153,7 +154,7 @@ class AnomalyMoE(nn.Module):
         self.cfg, g = cfg, cfg.experts_per_level
         on = set(cfg.levels)
         self.patch = nn.ModuleList(
-            PatchExpert(channels, cfg.patch_hidden, cfg.patch_dropout, cfg.patch_mix)
+            PatchExpert(channels, cfg.patch_hidden, cfg.patch_dropout, cfg.patch_mix, cfg.patch_dropout_input)
             for _ in range(g * ("patch" in on))
         )
         self.component = nn.ModuleList(

@@ -32,18 +32,28 @@ from .losses import hard_mined_cosine_loss
 
 
 class PatchExpert(nn.Module):
-    """Noisy per-position MLP bottleneck ``C -> hidden -> C`` plus an optional residual depthwise 3x3 mix."""
+    """Noisy per-position MLP bottleneck ``C -> hidden -> C`` plus an optional residual depthwise 3x3 mix.
 
-    def __init__(self, channels: int, hidden: int = 128, dropout: float = 0.2, mix: bool = True) -> None:
+    ``dropout_input=False``: dropout after each layer, so the output that enters the loss is dropped out too;
+    ``True`` (the authors' bottleneck MLP): dropout on the input only, the reconstruction itself is whole.
+    """
+
+    def __init__(
+        self, channels: int, hidden: int = 128, dropout: float = 0.2, mix: bool = True, dropout_input: bool = False
+    ) -> None:
         super().__init__()
+        self.dropout_input = dropout_input
         self.fc1 = nn.Conv2d(channels, hidden, 1)  # a Linear per position
         self.fc2 = nn.Conv2d(hidden, channels, 1)
         self.drop = nn.Dropout(dropout)
         self.mix = nn.Conv2d(channels, channels, 3, padding=1, groups=channels) if mix else None
 
     def forward(self, x: Tensor) -> Tensor:
-        y = self.drop(F.gelu(self.fc1(x)))  # [B, hidden, h, w]
-        y = self.drop(self.fc2(y))  # [B, C, h, w]  the bottleneck's output
+        if self.dropout_input:
+            y = self.fc2(F.gelu(self.fc1(self.drop(x))))  # [B, C, h, w]  a noisy input, a whole output
+        else:
+            y = self.drop(F.gelu(self.fc1(x)))  # [B, hidden, h, w]
+            y = self.drop(self.fc2(y))  # [B, C, h, w]  the bottleneck's output
         if self.mix is not None:
             y = y + self.mix(y)  # [B, C, h, w]  neighbouring positions
         return y  # [B, C, h, w]

@@ -209,3 +209,20 @@ def test_expert_outputs_by_hand() -> None:
     f = torch.randn(5, 6)
     comp_ae = ComponentAutoencoder(6, (4,), 2).eval()
     torch.testing.assert_close(component_expert_scores(comp_ae, f), 1 - F.cosine_similarity(comp_ae(f), f, dim=1))
+
+
+def test_patch_expert_dropout_on_the_input_leaves_the_reconstruction_whole() -> None:
+    """Issue 23: with dropout_input the dropout sees the expert's input once, never the output that enters the loss."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 6, 4, 4)
+    for dropout_input in (True, False):
+        expert = PatchExpert(6, 3, dropout=0.5, mix=False, dropout_input=dropout_input).train()
+        seen, made = [], []
+        expert.drop.register_forward_pre_hook(lambda mod, args, seen=seen: seen.append(args[0]))
+        expert.drop.register_forward_hook(lambda mod, args, out, made=made: made.append(out))
+        y = expert(x)
+        if dropout_input:
+            assert len(seen) == 1 and torch.equal(seen[0], x)
+            torch.testing.assert_close(y, expert.fc2(F.gelu(expert.fc1(made[0]))))  # nothing dropped after the MLP
+        else:
+            assert len(seen) == 2 and torch.equal(y, made[1])  # the output itself comes out of the dropout
