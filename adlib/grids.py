@@ -24,7 +24,7 @@ from .cache import digest, entry_path
 from .config import Profile
 from .data import ADCategory, load_shared
 from .data.synthetic import make_builtin
-from .evaluate import feature_key, fit_cached, model_key
+from .evaluate import feature_key, model_key
 from .features import FeatureConfig, FeatureExtractor, cached_features, cached_pyramid
 from .methods import METHODS
 from .methods.anomaly_moe import LEVELS, AnomalyMoEConfig
@@ -213,8 +213,3 @@ def job_budget(job: Job, run: Run) -> TrainBudget:
 def is_cached(job: Job, budget: TrainBudget, key: str) -> bool:
     """Whether the model cache holds ``job`` trained with ``budget`` on the set of data key ``key``."""
     return entry_path("models", model_key(METHODS[job.method], job.cfg, budget, key, {})).is_file()
-
-
-def fit_job(job: Job, feats: object, key: str, budget: TrainBudget) -> object:
-    """Train ``job`` (or load it from the model cache), with checkpoints beside its cache entry."""
-    return fit_cached(job.method, feats, job.cfg, budget, data_key=key)

@@ -17,6 +17,7 @@ import torch
 import torch.distributed as dist
 
 from .. import grids
+from ..evaluate import fit_cached
 from ..training import world
 
 
@@ -75,8 +76,9 @@ def main_train(args: argparse.Namespace) -> int:
     run = setup(PROFILE=args.profile, DEVICE=device, DATA_ROOT=args.data_root, SEED=args.seed, verbose=rank == 0)
     if args.threads:
         torch.set_num_threads(args.threads)
-    todo = sorted(select(args, run.profile), key=lambda j: j.data != "dvad:efficientnet_lite0")  # stable
-    todo = sorted(todo, key=lambda j: [k.data for k in todo].index(j.data))  # each training set once, in turn
+    todo = select(args, run.profile)
+    first = {d: i for i, d in enumerate(dict.fromkeys(j.data for j in todo))}  # training sets in order of need
+    todo = sorted(todo, key=lambda j: first[j.data])  # stable: each set loaded once, its jobs in grid order
     say = print if rank == 0 else (lambda *a, **k: None)
     say(f"{len(todo)} model(s) in this shard, {size} process(es) each, checkpoints every {args.checkpoint_every} steps")
     cats = [c for part in grids.multiclass_sets(run.profile, run.data_root, run.seed) for c in part]
@@ -110,7 +112,7 @@ def main_train(args: argparse.Namespace) -> int:
             if rank == 0 and size > 1:
                 dist.barrier()
         t0 = time.perf_counter()
-        grids.fit_job(job, sets[job.data], key, budget)
+        fit_cached(job.method, sets[job.data], job.cfg, budget, data_key=key)  # checkpoints beside its entry
         say(f"[{i}/{len(todo)}] {job.name}: trained in {time.perf_counter() - t0:.0f} s")
         counts["trained"] += 1
     say("done: " + ", ".join(f"{v} {k}" for k, v in counts.items() if v or k == "trained"))
