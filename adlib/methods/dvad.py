@@ -31,6 +31,7 @@ switch, so both scores come from one trained model.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -81,6 +82,8 @@ class DVADConfig:
     fusion: str = "concat"  # "concat": the maps side by side, 1x1 conv; "sum": MambaAD's MFF_OCE (the pyramid summed)
     fusion_blocks: int = 1  # residual blocks of the fusion's bottleneck (MambaAD: 3); the first halves the size
     direct: bool = False  # compare a stage with its encoder map directly where their widths are equal (release)
+    gate_init: str = "release"  # MoE gate: "release" (starts near one-hot) or "zero" (starts uniform); conv_moe
+    hyper_gate: float = 0.0  # the plug-in's gate at the start (DVAD code: 0)
 
     def gld(self) -> GLDConfig:
         """The GLD block settings this config implies."""
@@ -88,7 +91,14 @@ class DVADConfig:
             d_state=self.d_state, directions=self.directions, path=self.path, scan_method=self.scan_method
         )
         return GLDConfig(
-            self.use_mamba, self.use_cnn, self.use_hyper, self.experts, self.mamba_blocks, mamba, HyperConfig()
+            self.use_mamba,
+            self.use_cnn,
+            self.use_hyper,
+            self.experts,
+            self.mamba_blocks,
+            mamba,
+            HyperConfig(gate_init=self.hyper_gate),
+            gate_init=self.gate_init,
         )
 
 
@@ -214,6 +224,53 @@ class DVAD(nn.Module):
         return [torch.cat([p[k] for p in parts]) for k in range(len(blocks))]
 
 
+@torch.no_grad()
+def adapter_effect(model: DVAD, maps: Sequence[Tensor]) -> list[dict[str, float]]:
+    """Per GLD block with a plug-in (coarsest first): its trained gate ``g``, and what switching every generated
+    adapter off at test time (``g = 0``: the plug-in is then ``F + E``) changes: the relative L2 change of the
+    reconstructions (all scales, ``||r_off - r|| / ||r||``) and the mean absolute change of the patch scores
+    relative to their mean. Shared by all blocks: switched off together, the change is the plug-ins' total.
+    """
+    plugins = [b.hyper for b in model.decoder.blocks() if b.hyper is not None]
+    if not plugins:
+        return []
+    on = [r for _, r in model._batches(maps)]  # per chunk, per scale [b, C_l, h_l, w_l]
+    score_on = model.score(maps)
+    saved = [p.gate.detach().clone() for p in plugins]
+    try:
+        for p in plugins:
+            p.gate.zero_()
+        off = [r for _, r in model._batches(maps)]
+        score_off = model.score(maps)
+    finally:
+        for p, g in zip(plugins, saved, strict=True):
+            p.gate.copy_(g)
+    num = sum(
+        float((a - b).square().sum()) for ra, rb in zip(on, off, strict=True) for a, b in zip(ra, rb, strict=True)
+    )
+    den = sum(float(a.square().sum()) for ra in on for a in ra)
+    recon = (num / den) ** 0.5
+    score = float((score_off - score_on).abs().mean() / score_on.abs().mean())
+    return [{"block": k, "gate": float(g), "reconstruction change": recon, "score change": score}
+            for k, g in enumerate(saved)]  # fmt: skip
+
+
+def gate_usage(gates: Tensor) -> dict[str, float]:
+    """How a GLD block's MoE uses its ``M`` experts, from its gates ``[N, M, h, w]`` (:meth:`DVAD.gate_maps`):
+    ``share_m``, the mean gate of expert m; ``entropy``, the entropy of those shares over ``log M`` (1: every
+    expert equally, 0: one takes all); ``top share``, the mean over positions of the largest gate (1/M: uniform
+    everywhere, 1: one expert per position, whichever it is).
+    """
+    if gates.ndim != 4 or not torch.isfinite(gates).all():
+        raise ValueError(f"gates: need finite [N, M, h, w], got {tuple(gates.shape)}")
+    M = gates.shape[1]
+    share = gates.double().mean(dim=(0, 2, 3))  # [M]
+    ent = float(-(share * share.clamp_min(1e-12).log()).sum() / math.log(M)) if M > 1 else 0.0
+    out = {f"share E{m + 1}": float(v) for m, v in enumerate(share)}
+    out.update({"entropy": ent, "top share": float(gates.max(dim=1).values.double().mean())})
+    return out
+
+
 class ChannelMeanFloor(nn.Module):
     """The floor a reconstruction model must beat: every position of map ``l`` "reconstructed" as the training
     mean of its channels, ``f_hat_l = mean_train(f_l)`` (``[C_l]``, broadcast). Scored like DVAD (``1 - cos``
@@ -249,8 +306,16 @@ def _check_maps(maps: Sequence[Tensor]) -> None:
         raise ValueError(f"train_feats: the stage maps hold different numbers of images {[len(m) for m in maps]}")
 
 
-def fit(train_feats: Sequence[Tensor], cfg: DVADConfig | None = None, budget: TrainBudget = TrainBudget()) -> DVAD:
+def fit(
+    train_feats: Sequence[Tensor],
+    cfg: DVADConfig | None = None,
+    budget: TrainBudget = TrainBudget(),
+    heldout_maps: Sequence[Tensor] | None = None,
+) -> DVAD:
     """Train one DVAD on the encoder maps of all classes' normal images, for ``budget.steps`` steps.
+
+    The held-out loss (every ``budget.eval_every`` steps) is taken on ``heldout_maps`` where given (normals held
+    out by the caller, e.g. a validation split), else on ``budget.holdout`` of ``train_feats``.
 
     Each step draws ``cfg.batch`` images (without replacement until all are used, then reshuffled), reconstructs
     their maps and takes one AdamW step on the summed per-scale MSE; the learning rate drops x0.1 at
@@ -268,8 +333,18 @@ def fit(train_feats: Sequence[Tensor], cfg: DVADConfig | None = None, budget: Tr
         model = DVAD([m.shape[1] for m in train_feats], cfg)
     model.to(device)
     g = torch.Generator().manual_seed(budget.seed)  # image order
-    train_idx, held_idx = holdout_split(len(train_feats[0]), budget.holdout, budget.seed)
-    maps = [m[train_idx] for m in train_feats] if len(held_idx) else list(train_feats)  # [N_train, C_l, h_l, w_l]
+    if heldout_maps is not None:
+        _check_maps(heldout_maps)
+        if [m.shape[1:] for m in heldout_maps] != [m.shape[1:] for m in train_feats]:
+            raise ValueError(
+                f"heldout_maps: need maps shaped like train_feats' {[tuple(m.shape[1:]) for m in train_feats]}, "
+                f"got {[tuple(m.shape[1:]) for m in heldout_maps]}"
+            )
+        maps, held = list(train_feats), list(heldout_maps)
+    else:
+        train_idx, held_idx = holdout_split(len(train_feats[0]), budget.holdout, budget.seed)
+        maps = [m[train_idx] for m in train_feats] if len(held_idx) else list(train_feats)  # [N_train, C_l, h_l, w_l]
+        held = [m[held_idx] for m in train_feats] if len(held_idx) else None
 
     def batch_loss(idx: Tensor, step: int) -> dict[str, Tensor]:
         x = [m[idx].to(device, torch.float32) for m in maps]  # [batch, C_l, h_l, w_l]
@@ -277,9 +352,9 @@ def fit(train_feats: Sequence[Tensor], cfg: DVADConfig | None = None, budget: Tr
 
     def heldout() -> float:  # the mean over held-out images of the training loss, in chunks
         total = 0.0
-        for x, r in model._batches([m[held_idx] for m in train_feats]):
+        for x, r in model._batches(held):
             total += float(reconstruction_loss(r, x, cfg.loss)) * len(x[0])
-        return total / len(held_idx)
+        return total / len(held[0])
 
     drop = Schedule("step", drop_at=cfg.lr_drop_at, gamma=0.1)  # the release: lr x 0.1 at 80 % of training
     result = train(
@@ -292,7 +367,7 @@ def fit(train_feats: Sequence[Tensor], cfg: DVADConfig | None = None, budget: Tr
             batch_loss,
             g,
             f"lower the learning rate (lr={cfg.lr}) or check the encoder maps for NaN/inf",
-            heldout=heldout if len(held_idx) else None,
+            heldout=heldout if held is not None else None,
         ),
         budget,
     )

@@ -12,8 +12,8 @@ softmax is 1 and the module is one 1x1 conv plus the residual (DVAD Table 5's "M
 
 In the release the gate and experts are declared for 2C input channels but fed the 4C-channel
 concatenation [Mamba, 5x5, 7x7, Hyper] (so it cannot run as published); here the input width is an
-argument. The last gate map is kept, detached, in ``last_gates`` for plots of which expert each
-position uses.
+argument. ``gate_init`` picks the gate's initial weights (``GATE_INITS``). The last gate map is kept,
+detached, in ``last_gates`` for plots of which expert each position uses.
 """
 
 from __future__ import annotations
@@ -23,12 +23,19 @@ import math
 import torch
 from torch import Tensor, nn
 
+# "release": the gate conv drawn like the experts (DVAD's _init_weights: normal, sd sqrt(2 / M)); its logits then have
+# an sd of about 0.6 x the input's norm, so the softmax starts near one-hot (one expert takes each position) and its
+# gradient is small. "zero": a zero gate weight, the gate starts uniform (1/M) and learns from there.
+GATE_INITS = ("release", "zero")
+
 
 class ConvMoE(nn.Module):
     """``M`` experts ``in_dim -> out_dim`` mixed by a per-position softmax gate, plus a residual."""
 
-    def __init__(self, in_dim: int, out_dim: int | None = None, experts: int = 5) -> None:  # DVAD: M = 5
-        super().__init__()
+    def __init__(self, in_dim: int, out_dim: int | None = None, experts: int = 5, gate_init: str = "release") -> None:
+        super().__init__()  # DVAD: M = 5
+        if gate_init not in GATE_INITS:
+            raise ValueError(f"gate_init must be one of {GATE_INITS}, got {gate_init!r}")
         out_dim = out_dim or in_dim
         self.experts = nn.ModuleList(nn.Conv2d(in_dim, out_dim, 1) for _ in range(experts))
         self.gate = nn.Conv2d(in_dim, experts, 1)  # the gating network
@@ -37,6 +44,8 @@ class ConvMoE(nn.Module):
             if isinstance(m, nn.Conv2d):
                 nn.init.normal_(m.weight, 0, math.sqrt(2.0 / m.out_channels))  # fan_out of a 1x1 conv
                 nn.init.zeros_(m.bias)
+        if gate_init == "zero":  # every expert weighs 1/M everywhere at the start
+            nn.init.zeros_(self.gate.weight)
 
     def gates(self, x: Tensor) -> Tensor:
         """The expert weights at every position: ``[B, in, H, W] -> [B, M, H, W]``, summing to 1 over M."""

@@ -131,6 +131,7 @@ class GLDConfig:
     hyper: HyperConfig = field(default_factory=HyperConfig)  # the paper's plug-in (per image, permuted tokens)
     cnn_kernels: tuple[int, ...] = (5, 7)  # DVAD code: depthwise 5x5 and 7x7 branches
     cnn_norm: str = "instance"  # DVAD code: InstanceNorm
+    gate_init: str = "release"  # the MoE gate's initial weights (adlib.nn.conv_moe.GATE_INITS)
 
     def branches(self) -> list[str]:
         """The names of the active branches, in concatenation order."""
@@ -154,7 +155,7 @@ class GLDBlock(nn.Module):
         self.cnn = CNNBlock(dim, cfg.cnn_kernels, cfg.cnn_norm) if cfg.use_cnn else None
         hyper_cfg = HyperConfig(**{**cfg.hyper.__dict__, "embed_dim": embed_dim})
         self.hyper = HyperPlugin(dim, hyper_cfg) if cfg.use_hyper else None
-        self.moe = ConvMoE(len(names) * dim, dim, cfg.experts)  # F_mix -> F_out (+ the block input)
+        self.moe = ConvMoE(len(names) * dim, dim, cfg.experts, cfg.gate_init)  # F_mix -> F_out (+ the block input)
 
     def branch_outputs(self, x: Tensor, class_embed: Tensor | None = None) -> list[Tensor]:
         """``[F_global, F_local, F_dynamic]`` (the active ones), each ``[B, C, H, W]``."""

@@ -45,6 +45,7 @@ class HyperConfig:
     token_norm: str = "layer"  # "batch": the release's BatchNorm1d over tokens
     latent_pool: str = "image"  # "batch": the release's mean over every token of the batch
     tokens: str = "permute"  # "reshape": the release's reshape without permute
+    gate_init: float = 0.0  # DVAD code: the gate starts at 0 (the plug-in starts as the identity plus E)
 
 
 class HyperNetwork(nn.Module):
@@ -89,7 +90,7 @@ class HyperPlugin(nn.Module):
         self.embed = nn.Linear(cfg.embed_dim, dim) if cfg.embed_dim else None  # E -> C channels
         self.down = HyperNetwork(dim, cfg.hidden, cfg)  # makes W_down: [C, d], b_down: [d]
         self.up = HyperNetwork(cfg.hidden // 2, dim, cfg)  # makes W_up: [d/2, C], b_up: [C]
-        self.gate = nn.Parameter(torch.zeros(1))  # DVAD code: the gate starts at 0
+        self.gate = nn.Parameter(torch.full((1,), float(cfg.gate_init)))  # DVAD code: the gate starts at 0
 
     def to_tokens(self, x: Tensor) -> Tensor:
         """``[B, C, H, W] -> [B, H*W, C]`` (``tokens="reshape"``: the release's channel-mixing reshape)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -264,3 +265,58 @@ def test_direct_comparison_where_widths_are_equal(one_thread) -> None:
 def test_new_options_are_checked(change: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         DVAD([4, 6, 8], dataclasses.replace(TINY, **change))
+
+
+def test_fit_takes_the_held_out_loss_on_the_given_normals(one_thread) -> None:
+    maps, held = pyramid(12), pyramid(5, seed=3)
+    model = fit(maps, dataclasses.replace(TINY, loss="cosine"), TrainBudget(steps=4, eval_every=4), heldout_maps=held)
+    ((step, value),) = model.heldout_history
+    assert step == 4
+    model.eval()
+    with torch.no_grad():
+        assert value == pytest.approx(float(reconstruction_loss(model(held), held, "cosine")), rel=1e-5)
+    with pytest.raises(ValueError, match="heldout_maps"):
+        fit(maps, TINY, TrainBudget(steps=1), heldout_maps=[held[0]])
+
+
+def test_adapter_effect_switches_the_generated_adapters_off_and_restores_them(one_thread) -> None:
+    from adlib.methods.dvad import adapter_effect
+
+    maps = pyramid(6)
+    model = DVAD([4, 6, 8], dataclasses.replace(TINY, hyper_gate=0.5)).eval()
+    before = model.score(maps)
+    rows = adapter_effect(model, maps)
+    assert [r["gate"] for r in rows] == [0.5, 0.5, 0.5]
+    torch.testing.assert_close(model.score(maps), before)  # the gates are restored
+    plugins = [b.hyper for b in model.decoder.blocks()]
+    with torch.no_grad():
+        r_on = model(maps)
+        for p in plugins:
+            p.gate.zero_()
+        r_off, s_off = model(maps), model.score(maps)
+    num = sum(float((a - b).square().sum()) for a, b in zip(r_on, r_off, strict=True))
+    want = (num / sum(float(a.square().sum()) for a in r_on)) ** 0.5
+    assert rows[0]["reconstruction change"] == pytest.approx(want, rel=1e-5) and want > 0
+    assert rows[0]["score change"] == pytest.approx(
+        float((s_off - before).abs().mean() / before.abs().mean()), rel=1e-5
+    )
+    assert adapter_effect(DVAD([4, 6, 8], dataclasses.replace(TINY, use_hyper=False)), maps) == []
+
+
+def test_gate_usage_shares_entropy_and_top_share() -> None:
+    from adlib.methods.dvad import gate_usage
+
+    uniform = torch.full((2, 4, 3, 3), 0.25)
+    u = gate_usage(uniform)
+    assert u["entropy"] == pytest.approx(1.0) and u["top share"] == pytest.approx(0.25)
+    one = torch.zeros(2, 4, 3, 3)
+    one[:, 2] = 1.0
+    o = gate_usage(one)
+    assert o["share E3"] == pytest.approx(1.0) and o["entropy"] == pytest.approx(0.0, abs=1e-9) and o["top share"] == 1
+    half = torch.zeros(2, 4, 3, 3)
+    half[0, 0], half[1, 1] = 1.0, 1.0  # each image one expert, two experts overall
+    h = gate_usage(half)
+    assert h["share E1"] == pytest.approx(0.5) and h["entropy"] == pytest.approx(math.log(2) / math.log(4))
+    assert h["top share"] == 1.0  # every position one-hot, though the shares are spread
+    with pytest.raises(ValueError, match="gates"):
+        gate_usage(torch.full((2, 4, 3), 0.25))

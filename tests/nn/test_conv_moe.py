@@ -80,3 +80,17 @@ def test_defaults_and_init_scale() -> None:
     w = torch.cat([e.weight.flatten() for e in moe.experts])  # 5 x 64 x 64 weights
     assert math.isclose(w.std().item(), math.sqrt(2 / 64), rel_tol=0.03)  # normal, std sqrt(2 / fan_out)
     assert abs(w.mean().item()) < 0.01 and all(torch.equal(e.bias, torch.zeros(64)) for e in moe.experts)
+
+
+def test_a_zero_gate_init_starts_every_expert_at_one_over_m_and_the_release_init_near_one_hot() -> None:
+    torch.manual_seed(0)
+    x = features(C=48) * 3
+    zero = ConvMoE(48, experts=5, gate_init="zero").double()
+    zero(x)
+    torch.testing.assert_close(zero.last_gates, torch.full_like(zero.last_gates, 0.2))
+    assert zero.gate.weight.requires_grad  # it still learns
+    release = ConvMoE(48, experts=5).double()
+    release(x)
+    assert release.last_gates.max(dim=1).values.mean() > 0.7  # saturated: one expert takes most of each position
+    with pytest.raises(ValueError, match="gate_init"):
+        ConvMoE(6, gate_init="ones")

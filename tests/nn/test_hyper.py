@@ -110,3 +110,11 @@ def test_bad_config() -> None:
         HyperPlugin(8, HyperConfig(latent_pool="dataset"))
     with pytest.raises(ValueError, match="tokens='transpose'"):
         HyperPlugin(8, HyperConfig(tokens="transpose"))
+
+
+def test_the_gate_starts_where_the_config_says() -> None:
+    assert float(HyperPlugin(8).gate) == 0.0  # the release
+    p = HyperPlugin(8, HyperConfig(gate_init=1.0)).double()
+    x = torch.randn(2, 8, 3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    tokens = p.to_tokens(x)
+    torch.testing.assert_close(p(x), p.from_tokens(tokens + p.adapter(tokens), x.shape))  # g = 1: the full adapter
