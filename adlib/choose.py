@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -124,7 +125,7 @@ def judge(model: dvad.DVAD, vcats: Sequence[ADCategory], val_maps: Sequence) -> 
 def train_one(name: str, cfg: dvad.DVADConfig, steps: int, data, device: torch.device) -> dict:
     """Train candidate ``name`` for ``steps`` (resumable) and return its record."""
     vcats, fit_maps, held_maps, val_maps = data
-    ckpt = runtime.cache_dir("models") / f"choose-{slug(name)}-{steps}.ckpt"
+    ckpt = checkpoint_path(name, steps)
     budget = TrainBudget(steps=steps, device=device, seed=0, eval_every=EVAL_EVERY, checkpoint=str(ckpt),
                          checkpoint_every=50)  # fmt: skip
     t0 = time.perf_counter()
@@ -144,6 +145,10 @@ def train_one(name: str, cfg: dvad.DVADConfig, steps: int, data, device: torch.d
         "loss": model.loss_history.tolist(),
         "machine": runtime.machine_description(device),
     }
+
+
+def checkpoint_path(name: str, steps: int) -> Path:
+    return runtime.cache_dir("models") / f"choose-{slug(name)}-{steps}.ckpt"
 
 
 def record_path(name: str, steps: int) -> Path:
@@ -216,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         rec = train_one(name, cfg, steps, data, device)
         path.parent.mkdir(parents=True, exist_ok=True)
         runtime.write_atomic(path, json.dumps(rec, indent=1))
+        shutil.rmtree(checkpoint_path(name, steps), ignore_errors=True)  # the record holds what is needed
         print(f"{name}: J = {criterion(rec):.2f}, {rec['s_per_step']:.3f} s/step", flush=True)
     return 0
 
