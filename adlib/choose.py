@@ -142,6 +142,10 @@ def train_one(name: str, cfg: dvad.DVADConfig, steps: int, data, device: torch.d
         "I-AUROC": float(np.mean([r["I-AUROC"] for r in rows])),
         "P-AUROC": float(np.mean([r["P-AUROC"] for r in rows])),
         "heldout": [[int(s), float(v)] for s, v in model.heldout_history],
+        "hyper_gates": [float(b.hyper.gate) for b in model.decoder.blocks() if b.hyper is not None],
+        "gate_usage": [
+            dvad.gate_usage(torch.cat(g)) for g in zip(*(model.gate_maps(m) for m in val_maps), strict=True)
+        ],
         "loss": model.loss_history.tolist(),
         "machine": runtime.machine_description(device),
     }
