@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -224,35 +225,42 @@ class DVAD(nn.Module):
         return [torch.cat([p[k] for p in parts]) for k in range(len(blocks))]
 
 
+@contextmanager
+def adapters_off(model: DVAD):  # noqa: ANN201 - a context manager
+    """Inside the block every plug-in gate is 0 (the plug-in is then ``F + E``); the trained gates come back after."""
+    plugins = [b.hyper for b in model.decoder.blocks() if b.hyper is not None]
+    saved = [p.gate.detach().clone() for p in plugins]
+    try:
+        with torch.no_grad():
+            for p in plugins:
+                p.gate.zero_()
+        yield model
+    finally:
+        with torch.no_grad():
+            for p, g in zip(plugins, saved, strict=True):
+                p.gate.copy_(g)
+
+
 @torch.no_grad()
 def adapter_effect(model: DVAD, maps: Sequence[Tensor]) -> list[dict[str, float]]:
     """Per GLD block with a plug-in (coarsest first): its trained gate ``g``, and what switching every generated
-    adapter off at test time (``g = 0``: the plug-in is then ``F + E``) changes: the relative L2 change of the
-    reconstructions (all scales, ``||r_off - r|| / ||r||``) and the mean absolute change of the patch scores
-    relative to their mean. Shared by all blocks: switched off together, the change is the plug-ins' total.
+    adapter off at test time (:func:`adapters_off`) changes: the relative L2 change of the reconstructions (all
+    scales, ``||r_off - r|| / ||r||``) and the mean absolute change of the patch scores relative to their mean.
+    Shared by all blocks: switched off together, the change is the plug-ins' total.
     """
-    plugins = [b.hyper for b in model.decoder.blocks() if b.hyper is not None]
-    if not plugins:
+    gates = [float(b.hyper.gate) for b in model.decoder.blocks() if b.hyper is not None]
+    if not gates:
         return []
-    on = [r for _, r in model._batches(maps)]  # per chunk, per scale [b, C_l, h_l, w_l]
-    score_on = model.score(maps)
-    saved = [p.gate.detach().clone() for p in plugins]
-    try:
-        for p in plugins:
-            p.gate.zero_()
-        off = [r for _, r in model._batches(maps)]
-        score_off = model.score(maps)
-    finally:
-        for p, g in zip(plugins, saved, strict=True):
-            p.gate.copy_(g)
+    on, score_on = [r for _, r in model._batches(maps)], model.score(maps)  # per chunk, per scale [b, C_l, h_l, w_l]
+    with adapters_off(model):
+        off, score_off = [r for _, r in model._batches(maps)], model.score(maps)
     num = sum(
         float((a - b).square().sum()) for ra, rb in zip(on, off, strict=True) for a, b in zip(ra, rb, strict=True)
     )
     den = sum(float(a.square().sum()) for ra in on for a in ra)
     recon = (num / den) ** 0.5
     score = float((score_off - score_on).abs().mean() / score_on.abs().mean())
-    return [{"block": k, "gate": float(g), "reconstruction change": recon, "score change": score}
-            for k, g in enumerate(saved)]  # fmt: skip
+    return [{"block": k, "gate": g, "reconstruction change": recon, "score change": score} for k, g in enumerate(gates)]
 
 
 def gate_usage(gates: Tensor) -> dict[str, float]:

@@ -294,6 +294,8 @@ def test_adapter_effect_switches_the_generated_adapters_off_and_restores_them(on
         for p in plugins:
             p.gate.zero_()
         r_off, s_off = model(maps), model.score(maps)
+        for p in plugins:
+            p.gate.fill_(0.5)
     num = sum(float((a - b).square().sum()) for a, b in zip(r_on, r_off, strict=True))
     want = (num / sum(float(a.square().sum()) for a in r_on)) ** 0.5
     assert rows[0]["reconstruction change"] == pytest.approx(want, rel=1e-5) and want > 0
@@ -301,6 +303,11 @@ def test_adapter_effect_switches_the_generated_adapters_off_and_restores_them(on
         float((s_off - before).abs().mean() / before.abs().mean()), rel=1e-5
     )
     assert adapter_effect(DVAD([4, 6, 8], dataclasses.replace(TINY, use_hyper=False)), maps) == []
+    from adlib.methods.dvad import adapters_off
+
+    with pytest.raises(RuntimeError), adapters_off(model):  # the trained gates come back after an error too
+        raise RuntimeError
+    assert [float(p.gate) for p in plugins] == [0.5, 0.5, 0.5]
 
 
 def test_gate_usage_shares_entropy_and_top_share() -> None:
