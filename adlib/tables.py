@@ -126,6 +126,26 @@ def paired_test(diff: Sequence[float], higher: str, lower: str, alpha: float = 0
     return PairedTest(n, mean, sd, float(t), p, alpha, verdict)
 
 
+def holm(p: Sequence[float]) -> np.ndarray:
+    """Holm's step-down adjustment of a family of p-values (NaN, where no test ran, stays NaN and is not counted).
+
+    The k-th smallest of m p-values becomes ``max over j <= k of min(1, (m - j + 1) p_(j))``: reject where the adjusted
+    p is below the level, and the chance of any false "significant" in the family stays at most that level.
+    """
+    p = np.asarray(p, dtype=float)
+    if p.ndim != 1 or np.any((p < 0) | (p > 1)):
+        raise ValueError(f"p: need a 1-D sequence of p-values in [0, 1] (or NaN), got {p.tolist()}")
+    out = np.full_like(p, np.nan)
+    ok = np.flatnonzero(np.isfinite(p))
+    order = ok[np.argsort(p[ok], kind="stable")]
+    m = len(order)
+    running = 0.0
+    for k, i in enumerate(order):
+        running = max(running, min(1.0, (m - k) * p[i]))
+        out[i] = running
+    return out
+
+
 def display_table(
     summary: pd.DataFrame,
     metrics: Sequence[str],

@@ -125,3 +125,14 @@ def test_paired_test_refuses_bad_input(bad):
         tables.paired_test(bad, "A", "B")
     with pytest.raises(ValueError, match="alpha"):
         tables.paired_test([1.0, 2.0], "A", "B", alpha=1.5)
+
+
+def test_holm_adjusts_step_down_and_keeps_nan() -> None:
+    got = tables.holm([0.01, 0.04, 0.03, float("nan")])
+    # sorted 0.01, 0.03, 0.04 of m = 3: 0.03, max(0.03, 2 * 0.03) = 0.06, max(0.06, 1 * 0.04) = 0.06
+    np.testing.assert_allclose(got[:3], [0.03, 0.06, 0.06])
+    assert np.isnan(got[3])
+    np.testing.assert_allclose(tables.holm([0.5, 0.9]), [1.0, 1.0])  # capped at 1
+    np.testing.assert_allclose(tables.holm([0.2]), [0.2])  # a family of one: unchanged
+    with pytest.raises(ValueError, match="p-values"):
+        tables.holm([1.5])
