@@ -46,9 +46,9 @@ def worker(steps: int, warmup: int, images: int) -> None:
     times: list[float] = []
     original = dvad.reconstruction_loss
 
-    def timed(recon, x):  # noqa: ANN001, ANN202 - a timestamp per step, taken as its loss is computed
+    def timed(recon, x, *kind):  # noqa: ANN001, ANN002, ANN202 - a timestamp per step, taken as its loss is computed
         times.append(time.perf_counter())
-        return original(recon, x)
+        return original(recon, x, *kind)
 
     dvad.reconstruction_loss = timed
     dvad.fit(maps, dvad.DVADConfig(), dvad.TrainBudget(steps=warmup + steps, seed=0))
