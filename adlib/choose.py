@@ -136,7 +136,7 @@ def train_one(name: str, cfg: dvad.DVADConfig, steps: int, data, device: torch.d
         "name": name,
         "config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()},
         "steps": steps,
-        "s_per_step": seconds / steps,  # of this run: resumed runs count only the steps after the resume
+        "s_per_step": seconds / steps,  # wall time of this process: a run resumed from a checkpoint undercounts
         "params": sum(p.numel() for p in model.parameters()),
         "per_class": rows,
         "I-AUROC": float(np.mean([r["I-AUROC"] for r in rows])),
