@@ -133,10 +133,16 @@ def test_cnn_block_is_local(norm) -> None:
 
 
 def test_instance_norm_makes_the_cnn_block_slightly_global() -> None:
-    block = CNNBlock(8).double()  # DVAD's InstanceNorm: per-map statistics couple every position
-    x = torch.randn(1, 8, 12, 12, dtype=torch.float64)
-    change = change_map(block, x, (0, 0))
-    assert 0 < change[11, 11] < 0.1 * change[0, 0]
+    """DVAD's InstanceNorm: per-map statistics couple every position, weakly. Over 10 seeded blocks and inputs the
+    far corner always moves, always less than the poked position, and typically (median) under a tenth of it."""
+    ratios = []
+    for seed in range(10):
+        torch.manual_seed(seed)
+        block = CNNBlock(8).double()
+        change = change_map(block, torch.randn(1, 8, 12, 12, dtype=torch.float64), (0, 0))
+        assert 0 < change[11, 11] < change[0, 0]
+        ratios.append(float(change[11, 11] / change[0, 0]))
+    assert sorted(ratios)[len(ratios) // 2] < 0.1
 
 
 def test_cnn_block_branches() -> None:
