@@ -251,9 +251,14 @@ def adapter_effect(model: DVAD, maps: Sequence[Tensor]) -> list[dict[str, float]
     gates = [float(b.hyper.gate) for b in model.decoder.blocks() if b.hyper is not None]
     if not gates:
         return []
-    on, score_on = [r for _, r in model._batches(maps)], model.score(maps)  # per chunk, per scale [b, C_l, h_l, w_l]
+
+    def one_pass() -> tuple[list[list[Tensor]], Tensor]:  # reconstructions per chunk and scale, and the scores
+        parts = [(r, combine_scales(scale_scores(r, x, model.cfg.score)).cpu()) for x, r in model._batches(maps)]
+        return [r for r, _ in parts], torch.cat([s for _, s in parts])
+
+    on, score_on = one_pass()
     with adapters_off(model):
-        off, score_off = [r for _, r in model._batches(maps)], model.score(maps)
+        off, score_off = one_pass()
     num = sum(
         float((a - b).square().sum()) for ra, rb in zip(on, off, strict=True) for a, b in zip(ra, rb, strict=True)
     )
